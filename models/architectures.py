@@ -1,0 +1,40 @@
+"""Architectures by name: how a model card's ``architecture`` and ``config`` rebuild a network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from models.baselines import build_lipschitz_baseline, build_plain_cnn
+from models.hycas import build_hycas
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "hycas": build_hycas,
+    "cnn": build_plain_cnn,
+}
+"""Architectures a card can name; each builder takes ``(input_shape, num_classes, **config)``."""
+
+TRAINABLE_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    **ARCHITECTURES,
+    "lipschitz": build_lipschitz_baseline,
+}
+"""What ``hycas train --architecture`` accepts; ``lipschitz`` is saved as ``hycas`` with its
+random parts switched off in the config."""
+
+
+def build_model(
+    architecture: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    config: Mapping[str, Any] | None = None,
+    *,
+    trainable: bool = False,
+) -> nn.Module:
+    """A fresh network of ``architecture``; ``trainable=True`` also accepts the aliases of
+    :data:`TRAINABLE_ARCHITECTURES`."""
+    builders = TRAINABLE_ARCHITECTURES if trainable else ARCHITECTURES
+    if architecture not in builders:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(builders)}")
+    return builders[architecture](tuple(input_shape), num_classes, **dict(config or {}))

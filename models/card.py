@@ -1,0 +1,161 @@
+"""The model card: everything a user and the certifier need to know about a packaged model.
+
+A card is ``model.json`` beside ``model.safetensors`` in the model repository (see
+:mod:`models.repository`). It states what the network is (architecture, config, input shape
+and channel order, class names, normalisation, certified Lipschitz bound), what it was
+trained for (the noise level ``sigma`` its smoothing certificates use), how it was made
+(dataset and split, training command and seed) and how it measured (``metrics``), and it pins
+the weights by their SHA-256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+CARD_FORMAT = 1
+"""Version of this card layout; a card with another ``card_format`` is refused."""
+
+
+def _check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown field(s) {unknown}, missing field(s) {missing}")
+    return data
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The input normalisation the model applies itself: ``y = (x − mean) · scale`` per channel.
+
+    It happens inside the network (radii are measured on the ``[0, 1]`` input), so clients send
+    unnormalised images; for HyCAS the certified bound covers it.
+    """
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Normalization:
+        data = _check_keys(cls, data, "card.normalization")
+        return cls(mean=tuple(data["mean"]), scale=tuple(data["scale"]))
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """The data a model was trained and measured on, with the recipes of its splits."""
+
+    name: str
+    source: str
+    train_split: str
+    train_size: int
+    test_split: str
+    test_size: int
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DatasetRecord:
+        return cls(**_check_keys(cls, data, "card.dataset"))
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How the weights were made: the command that reproduces them and what it ran with."""
+
+    command: str
+    """The ``hycas train`` command line, every option explicit."""
+    seed: int
+    settings: dict[str, Any]
+    """Every training setting (epochs, batch size, learning rate, loss terms, …)."""
+    loss: str
+    """The training objective, as a formula."""
+    final_loss: float
+    """Mean training loss over the last epoch."""
+    wall_seconds: float
+    device: str
+    torch_version: str
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainingRecord:
+        return cls(**_check_keys(cls, data, "card.training"))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The card of one model version (``model.json``)."""
+
+    id: str
+    version: str
+    """A positive integer, as a string (the directory name)."""
+    architecture: str
+    """A key of :data:`models.architectures.ARCHITECTURES` (``hycas`` or ``cnn``)."""
+    config: dict[str, Any]
+    """The architecture's config; ``build_model(architecture, input_shape, classes, config)``
+    rebuilds the network the weights belong to."""
+    input_shape: tuple[int, int, int]
+    """``(C, H, W)`` of the float32 input in ``[0, 1]``; certified radii are L2 in this space."""
+    channel_order: str
+    """``L`` (one grey channel) or ``RGB``."""
+    class_names: tuple[str, ...]
+    sigma: float
+    """The Gaussian noise level the model was trained with: the smoothing sigma it supports."""
+    normalization: Normalization
+    lipschitz_bound: float | None
+    """Certified L2 bound of input → logits when saved (rounded up); ``None`` without one. A
+    loaded model's re-certified bound must not exceed it."""
+    dataset: DatasetRecord
+    training: TrainingRecord
+    metrics: dict[str, Any]
+    """Measured on the test split: see :class:`models.evaluation.EvaluationSummary`."""
+    sha256: str
+    """SHA-256 of ``weights_file``."""
+    created: str
+    """UTC timestamp (ISO 8601) of packaging."""
+    package_version: str
+    """Version of hycas-certify that wrote the package."""
+    weights_file: str = "model.safetensors"
+    card_format: int = CARD_FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelCard:
+        """A card from its JSON form; unknown or missing fields raise ``ValueError``."""
+        data = _check_keys(cls, data, "card")
+        if data.get("card_format", CARD_FORMAT) != CARD_FORMAT:
+            raise ValueError(
+                f"card format {data['card_format']} is not supported (this version reads "
+                f"{CARD_FORMAT})"
+            )
+        bound = data["lipschitz_bound"]
+        return cls(
+            **{
+                **data,
+                "version": str(data["version"]),
+                "input_shape": tuple(int(d) for d in data["input_shape"]),
+                "class_names": tuple(str(c) for c in data["class_names"]),
+                "sigma": float(data["sigma"]),
+                "lipschitz_bound": None if bound is None else float(bound),
+                "normalization": Normalization.from_dict(data["normalization"]),
+                "dataset": DatasetRecord.from_dict(data["dataset"]),
+                "training": TrainingRecord.from_dict(data["training"]),
+            }
+        )

@@ -1,0 +1,48 @@
+"""Datasets by name: what ``hycas train`` and ``hycas evaluate`` accept as ``--dataset``.
+
+Nothing is downloaded: except for the bundled digits, the user points ``--data-path`` at files
+in the dataset's own format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.data.cifar import load_cifar
+from models.data.dataset import ImageDataset
+from models.data.digits import load_digits_split
+from models.data.image_folder import load_image_folder
+from models.data.medmnist import MEDMNIST_FLAVORS, load_medmnist
+
+DATASETS = {
+    "digits": "scikit-learn's bundled 8×8 digits (no path; splits train, test)",
+    "dermamnist": "DermaMNIST .npz file (splits train, val, test)",
+    "pneumoniamnist": "PneumoniaMNIST .npz file (splits train, val, test)",
+    "chestmnist": "ChestMNIST .npz file, read as no finding / any finding (train, val, test)",
+    "cifar10": "the cifar-10-batches-py directory (splits train, test)",
+    "cifar100": "the cifar-100-python directory, fine labels (splits train, test)",
+    "image-folder": "a directory with one folder per split, each with one folder per class",
+}
+"""Every dataset name, with what ``path`` must point at."""
+
+
+def load_dataset(name: str, split: str, path: str | Path | None = None) -> ImageDataset:
+    """The ``split`` of dataset ``name`` (see :data:`DATASETS` for what ``path`` is)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    if name == "digits":
+        if path is not None:
+            raise ValueError("the digits are bundled with scikit-learn; give no data path")
+        return load_digits_split(split)
+    if path is None:
+        raise ValueError(f"dataset {name!r} needs a data path: {DATASETS[name]}")
+    if name in MEDMNIST_FLAVORS:
+        return load_medmnist(path, split, flavor=name)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(path, split, num_classes=int(name.removeprefix("cifar")))
+    split_dir = Path(path) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"image folder split {split_dir} does not exist; expected {path}/<split>/<class>/*"
+        )
+    return load_image_folder(split_dir, split=split)

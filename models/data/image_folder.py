@@ -1,0 +1,79 @@
+"""An image folder: one sub-folder per class, images read with Pillow.
+
+Layout: ``<directory>/<class name>/<image>`` (PNG, JPEG, BMP, TIFF, …). Classes are the
+sub-folder names in sorted order; files Pillow cannot read are an error, not skipped. Images
+are grey (one channel) when every image is grey, RGB otherwise; all must share one size unless
+``size`` is given, in which case they are resized (bilinear) and the recipe says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from models.data.dataset import ImageDataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def _pixels(image: Image.Image, channels: int) -> np.ndarray:
+    """``[C, H, W]`` float32 in [0, 1]; 16-bit grey keeps its full range."""
+    if channels == 1 and image.mode.startswith("I;16"):
+        return (np.asarray(image, dtype=np.float32) / 65535.0)[None]
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def load_image_folder(
+    directory: str | Path, *, split: str, size: tuple[int, int] | None = None
+) -> ImageDataset:
+    """Every image under ``directory/<class>/``, labelled by its sub-folder."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise ValueError(
+            f"{root} must hold one sub-folder per class (at least two); found "
+            f"{[p.name for p in class_dirs]}"
+        )
+    files: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(class_dirs):
+        found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(f"class folder {class_dir} holds no images ({sorted(IMAGE_SUFFIXES)})")
+        files.extend((path, label) for path in found)
+
+    opened: list[Image.Image] = []
+    for path, _ in files:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                opened.append(image.copy())
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+    channels = 1 if all(image.mode in _GREY_MODES for image in opened) else 3
+    if size is not None:
+        opened = [image.resize((size[1], size[0]), Image.Resampling.BILINEAR) for image in opened]
+    sizes = {image.size for image in opened}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"images under {root} have different sizes {sorted(sizes)}; pass a size to resize"
+        )
+    images = torch.from_numpy(np.stack([_pixels(image, channels) for image in opened]))
+    recipe = f"every image under {root}/<class>/, classes in sorted folder order"
+    if size is not None:
+        recipe += f", resized (bilinear) to {size[0]}×{size[1]}"
+    return ImageDataset(
+        name=f"image-folder:{root.name}",
+        split=split,
+        images=images,
+        labels=torch.tensor([label for _, label in files], dtype=torch.int64),
+        class_names=tuple(p.name for p in class_dirs),
+        source=f"image folder {root}",
+        split_recipe=recipe,
+    )

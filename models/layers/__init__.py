@@ -1,0 +1,34 @@
+"""Lipschitz building blocks of HyCAS, one per file; each states its certified bound."""
+
+from models.layers.activations import MaxMin
+from models.layers.aol import AOLConv2d
+from models.layers.attention_noise import StochasticAttention
+from models.layers.base import LipschitzModule, LipschitzSequential, apply_layer
+from models.layers.frequency import FrequencyFilter, orthonormal_dct_matrix
+from models.layers.gates import AdditiveSkip, ConvexGate, ConvexResidual
+from models.layers.head import NormalizedLinear
+from models.layers.normalize import Standardize
+from models.layers.omega import OmegaSource
+from models.layers.pooling import Flatten, InvertibleDownsample, ScaledAvgPool2d
+from models.layers.random_projection import RandomProjectionConv2d
+
+__all__ = [
+    "AOLConv2d",
+    "AdditiveSkip",
+    "ConvexGate",
+    "ConvexResidual",
+    "Flatten",
+    "FrequencyFilter",
+    "InvertibleDownsample",
+    "LipschitzModule",
+    "LipschitzSequential",
+    "MaxMin",
+    "NormalizedLinear",
+    "OmegaSource",
+    "RandomProjectionConv2d",
+    "ScaledAvgPool2d",
+    "Standardize",
+    "StochasticAttention",
+    "apply_layer",
+    "orthonormal_dct_matrix",
+]

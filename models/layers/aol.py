@@ -1,0 +1,80 @@
+"""AOL convolution: a convolution that is 1-Lipschitz for ANY weights.
+
+Almost-Orthogonal Layers (Prach & Lampert, ECCV 2022, Theorem 2): for a convolution kernel
+``W`` (``c_out × c_in × k × k``), let ``P = WᵀW`` be the ``c_in × c_in × (2k−1) × (2k−1)``
+kernel of the operator's Gram matrix and ``d_i = (Σ_{j, shifts} |P_{ij}|)^{-1/2}``. Then the
+convolution with ``W · diag(d)`` (input channels rescaled) has ``‖·‖₂ ≤ 1`` on the infinite
+grid, hence also with zero padding (a restriction) and any stride (a subsampling).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.bounds import float32_cast_margin
+from models.layers.base import LipschitzModule
+
+
+class AOLConv2d(LipschitzModule):
+    """Zero-padded ``k × k`` convolution with AOL rescaling.
+
+    Bound: ``‖conv(x) − conv(x')‖₂ ≤ ‖x − x'‖₂`` for every value of the trainable weight.
+    The rescaling is computed in float64 and shrunk by :func:`float32_cast_margin` before the
+    float32 cast, so the rounded kernel keeps the bound.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if stride < 1:
+            raise ValueError(f"stride must be ≥ 1, got {stride}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_normal_(self.weight)
+        self._shrink = 1.0 - float32_cast_margin(
+            kernel_size * kernel_size, out_channels, in_channels
+        )
+
+    def effective_weight(self) -> torch.Tensor:
+        """The rescaled float32 kernel that the forward pass uses."""
+        w = self.weight.double()
+        k = self.kernel_size
+        wt = w.transpose(0, 1)  # [c_in, c_out, k, k]
+        gram = F.conv2d(wt, wt, padding=k - 1)  # [c_in, c_in, 2k−1, 2k−1]
+        row_sums = gram.abs().sum(dim=(1, 2, 3))
+        # A zero input column contributes nothing; any finite scale keeps it harmless.
+        scale = torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
+        return (w * (scale * self._shrink).view(1, -1, 1, 1)).to(self.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x,
+            self.cached_when_frozen(self.effective_weight),
+            self.bias,
+            stride=self.stride,
+            padding=self.kernel_size // 2,
+        )
+
+    def lipschitz_bound(self) -> float:
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, bias={self.bias is not None}"
+        )

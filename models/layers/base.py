@@ -1,0 +1,76 @@
+"""The contract every HyCAS layer meets: a certified L2 Lipschitz bound, and an optional Ω.
+
+A layer computes ``y = f(x; Ω)``. ``lipschitz_bound()`` returns an upper bound on
+``sup_{x≠x'} ‖f(x; Ω) − f(x'; Ω)‖₂ / ‖x − x'‖₂`` that holds for EVERY draw of Ω and for the
+float32 parameter values the layer holds now, in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from models.bounds import product_upper_bound
+from models.layers.omega import OmegaSource
+
+
+class LipschitzModule(nn.Module):
+    """Base class of the Lipschitz layers; subclasses implement ``lipschitz_bound``."""
+
+    draws_omega: bool = False
+    """True when ``forward`` takes the randomness source as its second argument."""
+
+    def lipschitz_bound(self) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not state a Lipschitz bound")
+
+    def cached_when_frozen(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` (a weight derived from this layer's parameters), cached while no
+        gradient is recorded and the parameters are unchanged: certification runs many
+        forward passes with the same weights, training recomputes every time."""
+        if torch.is_grad_enabled():
+            return compute()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
+        cache = self.__dict__.get("_derived_weight_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, compute())
+            self.__dict__["_derived_weight_cache"] = cache
+        return cache[1]
+
+
+def apply_layer(layer: nn.Module, x: torch.Tensor, omega: OmegaSource | None) -> torch.Tensor:
+    """Run ``layer`` on ``x``, handing it the randomness source when it draws from Ω."""
+    if getattr(layer, "draws_omega", False):
+        if omega is None:
+            raise ValueError(f"{type(layer).__name__} draws from Ω but no source was given")
+        return layer(x, omega)
+    return layer(x)
+
+
+class LipschitzSequential(LipschitzModule):
+    """A composition ``f_n ∘ … ∘ f_1``; bound: the product of the layers' bounds, rounded up.
+
+    Layers are given positionally (named "0", "1", …) or as one mapping of names to layers.
+    """
+
+    def __init__(self, *layers: LipschitzModule | Mapping[str, LipschitzModule]) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            named = dict(layers[0])
+        else:
+            named = {str(i): layer for i, layer in enumerate(layers)}
+        self.layers = nn.ModuleDict(named)
+        self.draws_omega = any(getattr(layer, "draws_omega", False) for layer in named.values())
+
+    def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        for layer in self.layers.values():
+            x = apply_layer(layer, x, omega)
+        return x
+
+    def lipschitz_bound(self) -> float:
+        return product_upper_bound(layer.lipschitz_bound() for layer in self.layers.values())
+
+    def layer_bounds(self) -> dict[str, float]:
+        """The certified bound of each layer, by name."""
+        return {name: layer.lipschitz_bound() for name, layer in self.layers.items()}

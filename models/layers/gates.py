@@ -1,0 +1,98 @@
+"""Combinations of branches that keep a certified bound: convex gates and residuals.
+
+For maps ``f_i`` with bounds ``L_i`` and scalar weights ``w_i ≥ 0``,
+``‖Σ w_i f_i(x) − Σ w_i f_i(y)‖ ≤ (Σ w_i L_i) ‖x − y‖``. With ``Σ w_i ≤ 1`` and ``L_i ≤ 1``
+the combination is 1-Lipschitz. The weights are SCALARS per branch: a per-channel softmax
+gate mixes branches differently per channel and is only √(number of branches)-Lipschitz.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+from models.bounds import convex_weights, round_up
+from models.layers.base import LipschitzModule, apply_layer
+from models.layers.omega import OmegaSource
+
+
+def _weighted_bound(weights: torch.Tensor, bounds: list[float]) -> float:
+    """``Σ w_i L_i`` in exact arithmetic from the float32 weights, rounded up."""
+    total = sum(
+        (Fraction(float(w)) * Fraction(b) for w, b in zip(weights.tolist(), bounds, strict=True)),
+        Fraction(0),
+    )
+    return round_up(total)
+
+
+class ConvexGate(LipschitzModule):
+    """``Σ_i w_i f_i(x) + b`` with ``w = softmax(g)`` over scalar logits, one per branch.
+
+    Bound: ``Σ_i w_i L_i`` (exact arithmetic on the float32 weights, which sum to ≤ 1).
+    """
+
+    def __init__(self, branches: list[LipschitzModule], out_channels: int) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.gate_logits = nn.Parameter(torch.zeros(len(branches)))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.draws_omega = any(getattr(b, "draws_omega", False) for b in branches)
+
+    def weights(self) -> torch.Tensor:
+        return convex_weights(self.gate_logits)
+
+    def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        w = self.weights()
+        out = sum(w[i] * apply_layer(b, x, omega) for i, b in enumerate(self.branches))
+        return out + self.bias.view(1, -1, 1, 1)
+
+    def lipschitz_bound(self) -> float:
+        return _weighted_bound(
+            self.weights().detach(), [b.lipschitz_bound() for b in self.branches]
+        )
+
+
+class ConvexResidual(LipschitzModule):
+    """``(1 − β) x + β f(x)`` with ``β`` a learned scalar in [0, 1].
+
+    Bound: ``(1 − β) + β L_f`` (≤ 1 when ``L_f ≤ 1``), exact on the float32 weights.
+    """
+
+    def __init__(self, body: LipschitzModule, initial_beta: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 < initial_beta < 1.0:
+            raise ValueError(f"initial_beta must lie in (0, 1), got {initial_beta}")
+        self.body = body
+        logit = float(torch.logit(torch.tensor(initial_beta)))
+        self.mix_logits = nn.Parameter(torch.tensor([0.0, logit]))
+        self.draws_omega = getattr(body, "draws_omega", False)
+
+    def weights(self) -> torch.Tensor:
+        return convex_weights(self.mix_logits)
+
+    def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        w = self.weights()
+        return w[0] * x + w[1] * apply_layer(self.body, x, omega)
+
+    def lipschitz_bound(self) -> float:
+        return _weighted_bound(self.weights().detach(), [1.0, self.body.lipschitz_bound()])
+
+
+class AdditiveSkip(LipschitzModule):
+    """``x + f(x)``: the one place a HyCAS network may exceed 1.
+
+    Bound: ``1 + L_f`` (triangle inequality).
+    """
+
+    def __init__(self, body: LipschitzModule) -> None:
+        super().__init__()
+        self.body = body
+        self.draws_omega = getattr(body, "draws_omega", False)
+
+    def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        return x + apply_layer(self.body, x, omega)
+
+    def lipschitz_bound(self) -> float:
+        return round_up(Fraction(1) + Fraction(self.body.lipschitz_bound()))

@@ -1,0 +1,52 @@
+"""The internal randomness Ω of a HyCAS forward pass.
+
+Ω never depends on the input: it is drawn from a generator or a seed, layer by layer in a
+fixed order, so the same generator state (or seed) gives the same Ω.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class OmegaSource:
+    """Standard normal draws for the stochastic layers of one forward pass.
+
+    Two modes:
+    - fresh (``seed is None``): every sample of the batch gets its own Ω, drawn on ``device``
+      from ``generator`` (or the device's default generator);
+    - frozen (``seed`` given): one Ω shared by the whole batch, drawn on the CPU from a
+      generator seeded with ``seed`` and then moved to ``device``, so a frozen Ω is the same
+      on every device.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        device: torch.device,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if seed is not None and generator is not None:
+            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = generator
+        self._frozen = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """Standard normals of shape ``[B, *shape]`` (fresh) or ``[1, *shape]`` (frozen)."""
+        if self._frozen is not None:
+            draw = torch.randn((1, *shape), generator=self._frozen, dtype=torch.float32)
+            return draw.to(self.device)
+        return torch.randn(
+            (self.batch_size, *shape),
+            generator=self.generator,
+            device=self.device,
+            dtype=torch.float32,
+        )

@@ -1,0 +1,329 @@
+"""The model repository: versioned packages of weights and cards, loaded with integrity checks.
+
+Layout: ``<repository>/<model id>/<version>/model.safetensors`` and ``model.json`` (the
+:class:`models.card.ModelCard`), versions being positive integers; the latest is the largest.
+The repository is ``$HYCAS_MODEL_REPOSITORY`` when set, else ``model_repository/`` at the top
+of this source tree (the one shipped with the code).
+
+Loading never unpickles: weights are read with safetensors only, after their SHA-256 was
+compared with the card's. The network is rebuilt from the card's architecture and config, the
+weights go in with ``strict=True``, and the certified Lipschitz bound is recomputed from the
+loaded weights (frozen random-projection kernels included) and must not exceed the card's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from models.architectures import build_model
+from models.baselines import PlainCNN
+from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
+from models.data.dataset import CHANNEL_ORDERS
+from models.devices import resolve_device
+from models.hycas import HyCAS
+from models.version import package_version
+
+MODEL_REPOSITORY_ENV = "HYCAS_MODEL_REPOSITORY"
+SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+"""The repository shipped in this source tree."""
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+BOUND_DECIMALS = 12
+"""The card records the certified bound rounded UP to this many decimal places, so a
+re-certification on another machine (other float64 LAPACK/FFT rounding) stays below it."""
+
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_VERSION = re.compile(r"[1-9][0-9]*")
+
+
+class UnknownModelError(LookupError):
+    """No such model or version in the repository; the message lists what exists."""
+
+
+class ModelIntegrityError(RuntimeError):
+    """A package that exists but must not be used: weights that do not match the card, a card
+    that does not describe them, or a bound above the recorded one."""
+
+
+def default_repository() -> Path:
+    """``$HYCAS_MODEL_REPOSITORY`` if set, else the repository shipped with the code."""
+    configured = os.environ.get(MODEL_REPOSITORY_ENV)
+    return Path(configured) if configured else SHIPPED_REPOSITORY
+
+
+def _root(repository: str | Path | None) -> Path:
+    return Path(repository) if repository is not None else default_repository()
+
+
+def _check_model_id(model_id: str) -> str:
+    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+        raise ValueError(
+            f"model id {model_id!r} is not valid: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return model_id
+
+
+def package_directory(
+    model_id: str, version: str | int, *, repository: str | Path | None = None
+) -> Path:
+    """Where the package of ``model_id`` at ``version`` lives (whether or not it exists)."""
+    return _root(repository) / _check_model_id(model_id) / str(version)
+
+
+def _model_ids(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _MODEL_ID.fullmatch(p.name))
+
+
+def _versions(root: Path, model_id: str) -> list[str]:
+    model_dir = root / model_id
+    if not model_dir.is_dir():
+        return []
+    found = [
+        p.name
+        for p in model_dir.iterdir()
+        if p.is_dir() and _VERSION.fullmatch(p.name) and (p / CARD_FILE).is_file()
+    ]
+    return sorted(found, key=int)
+
+
+def _resolve(root: Path, model_id: str, version: str | int | None) -> Path:
+    """The package directory of ``model_id`` at ``version`` (the latest when ``None``)."""
+    _check_model_id(model_id)
+    versions = _versions(root, model_id)
+    if not versions:
+        known = [m for m in _model_ids(root) if _versions(root, m)]
+        raise UnknownModelError(
+            f"no model {model_id!r} in the repository {root}; it holds {known or 'no models'}"
+        )
+    if version is None:
+        return root / model_id / versions[-1]
+    wanted = str(version)
+    if wanted not in versions:
+        raise UnknownModelError(
+            f"model {model_id!r} has no version {wanted!r}; its versions are {versions}"
+        )
+    return root / model_id / wanted
+
+
+def _read_card(package: Path) -> ModelCard:
+    try:
+        card = ModelCard.from_dict(_load_json(package / CARD_FILE))
+    except ValueError as error:
+        raise ModelIntegrityError(f"the card {package / CARD_FILE} is invalid: {error}") from None
+    if (card.id, card.version) != (package.parent.name, package.name):
+        raise ModelIntegrityError(
+            f"the card {package / CARD_FILE} describes {card.id!r} version {card.version!r}, "
+            f"not the {package.parent.name!r} version {package.name!r} it is filed under"
+        )
+    if Path(card.weights_file).name != card.weights_file:
+        raise ModelIntegrityError(f"weights_file must be a file name, got {card.weights_file!r}")
+    return card
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error})") from None
+
+
+def read_card(
+    model_id: str, version: str | int | None = None, *, repository: str | Path | None = None
+) -> ModelCard:
+    """The card of ``model_id`` at ``version`` (latest by default), without loading weights."""
+    return _read_card(_resolve(_root(repository), model_id, version))
+
+
+def list_models(repository: str | Path | None = None) -> dict[str, ModelCard]:
+    """The latest card of every model in the repository, by model id (sorted)."""
+    root = _root(repository)
+    return {
+        model_id: _read_card(root / model_id / versions[-1])
+        for model_id in _model_ids(root)
+        if (versions := _versions(root, model_id))
+    }
+
+
+def list_versions(model_id: str, *, repository: str | Path | None = None) -> list[ModelCard]:
+    """Every version's card of ``model_id``, oldest first."""
+    root = _root(repository)
+    _resolve(root, model_id, None)
+    return [_read_card(root / model_id / v) for v in _versions(root, model_id)]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load(
+    model_id: str,
+    version: str | int | None = None,
+    *,
+    repository: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, ModelCard]:
+    """The model ``model_id`` at ``version`` (the latest when ``None``) in eval mode on
+    ``device`` (the CPU by default; ``auto`` picks CUDA when available), and its card.
+
+    Raises :class:`UnknownModelError` (listing what exists) for an unknown id or version and
+    :class:`ModelIntegrityError` when the weights' SHA-256 differs from the card's, the weights
+    do not fit the card's architecture exactly, or the re-certified Lipschitz bound exceeds
+    the card's.
+    """
+    package = _resolve(_root(repository), model_id, version)
+    card = _read_card(package)
+    weights_path = package / card.weights_file
+    if not weights_path.is_file():
+        raise ModelIntegrityError(f"{weights_path} is missing")
+    data = weights_path.read_bytes()
+    digest = sha256_hex(data)
+    if digest != card.sha256:
+        raise ModelIntegrityError(
+            f"refusing to load {model_id!r} version {card.version}: {weights_path} has SHA-256 "
+            f"{digest} but its card records {card.sha256} (the weights were modified or "
+            "corrupted)"
+        )
+    # The bytes that were hashed are the bytes that are parsed: nothing is read twice.
+    state = safetensors.torch.load(data)
+    try:
+        model = build_model(card.architecture, card.input_shape, card.num_classes, card.config)
+        model.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise ModelIntegrityError(
+            f"the weights of {model_id!r} version {card.version} do not fit the network its "
+            f"card describes: {error}"
+        ) from None
+    _check_bound(model, card)
+    model = model.to(resolve_device(device))
+    model.eval()
+    return model, card
+
+
+def _check_bound(model: nn.Module, card: ModelCard) -> None:
+    bound_fn = getattr(model, "lipschitz_bound", None)
+    if bound_fn is None:
+        if card.lipschitz_bound is not None:
+            raise ModelIntegrityError(
+                f"the card of {card.id!r} records a Lipschitz bound but {card.architecture} "
+                "has none"
+            )
+        return
+    bound = float(bound_fn())
+    if card.lipschitz_bound is None or not bound <= card.lipschitz_bound:
+        raise ModelIntegrityError(
+            f"refusing to load {card.id!r} version {card.version}: the loaded weights have a "
+            f"certified Lipschitz bound {bound}, above the card's {card.lipschitz_bound}"
+        )
+
+
+def _round_up(value: float, decimals: int) -> float:
+    """A float ≥ ``value`` with at most ``decimals`` decimal places (up to one ulp more)."""
+    rounded = float(Decimal(value).quantize(Decimal(1).scaleb(-decimals), ROUND_CEILING))
+    return rounded if rounded >= value else math.nextafter(rounded, math.inf)
+
+
+def _json_tree(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), so a card equals its reloaded self."""
+    return json.loads(json.dumps(value))
+
+
+def normalization_of(model: nn.Module) -> Normalization:
+    """The per-channel ``(x − mean) · scale`` a HyCAS or plain CNN applies to its input."""
+    if isinstance(model, HyCAS):
+        standardize = model.body.layers["standardize"]
+        mean, scale = standardize.mean, standardize.scale
+    elif isinstance(model, PlainCNN):
+        mean, scale = model.mean, 1.0 / model.std
+    else:
+        raise ValueError(f"cannot package a {type(model).__name__}: not a HyCAS or PlainCNN")
+    return Normalization(
+        mean=tuple(float(v) for v in mean.flatten()),
+        scale=tuple(float(v) for v in scale.flatten()),
+    )
+
+
+def save_model(
+    model: nn.Module,
+    *,
+    model_id: str,
+    class_names: Sequence[str],
+    sigma: float,
+    dataset: DatasetRecord,
+    training: TrainingRecord,
+    metrics: Mapping[str, Any],
+    repository: str | Path | None = None,
+    version: str | int | None = None,
+) -> ModelCard:
+    """Write ``model`` as a new package ``<repository>/<model_id>/<version>/`` and return its card.
+
+    ``version`` defaults to one more than the latest; an existing version is never overwritten.
+    Architecture, config, input shape, normalisation and the certified bound are read from the
+    model itself (``model.describe()``). The package appears atomically (written aside, then
+    renamed into place).
+    """
+    _check_model_id(model_id)
+    root = _root(repository)
+    existing = _versions(root, model_id)
+    new_version = str(int(existing[-1]) + 1 if existing else 1) if version is None else str(version)
+    if not _VERSION.fullmatch(new_version):
+        raise ValueError(f"a version is a positive integer, got {new_version!r}")
+    target = package_directory(model_id, new_version, repository=root)
+    if target.exists():
+        raise ValueError(f"{target} exists; versions are never overwritten")
+    summary = model.describe()
+    if len(class_names) != summary["num_classes"]:
+        raise ValueError(
+            f"{len(class_names)} class names for a model with {summary['num_classes']} classes"
+        )
+    bound = summary["lipschitz_bound"]
+    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    weights = safetensors.torch.save(state, metadata={"model_id": model_id, "version": new_version})
+    input_shape = tuple(int(d) for d in summary["input_shape"])
+    card = ModelCard(
+        id=model_id,
+        version=new_version,
+        architecture=summary["architecture"],
+        config=_json_tree(summary["config"]),
+        input_shape=input_shape,  # type: ignore[arg-type]
+        channel_order=CHANNEL_ORDERS[input_shape[0]],
+        class_names=tuple(str(c) for c in class_names),
+        sigma=float(sigma),
+        normalization=normalization_of(model),
+        lipschitz_bound=None if bound is None else _round_up(float(bound), BOUND_DECIMALS),
+        dataset=dataset,
+        training=training,
+        metrics=_json_tree(dict(metrics)),
+        sha256=sha256_hex(weights),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        package_version=package_version(),
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{new_version}.", dir=target.parent))
+    try:
+        (staging / WEIGHTS_FILE).write_bytes(weights)
+        (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
+        staging.chmod(0o755)  # mkdtemp makes it private; a package is for every reader
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card

@@ -1,0 +1,214 @@
+"""The assembled HyCAS network: certified bound ≤ 2, adversarially checked; Ω; training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import HyCAS, build_hycas
+from tests.models.operators import max_jacobian_norm, randomize_large
+
+DEFAULT_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 224, 224)]
+
+
+def adversarial_ratio(
+    model: HyCAS, starts: int, steps: int, seed: int = 0, omega_seed: int = 0
+) -> float:
+    """Gradient ascent on ‖f(x) − f(y)‖ / ‖x − y‖ over input pairs, with a frozen Ω."""
+    g = torch.Generator().manual_seed(seed)
+    shape = model.input_shape
+    x = torch.rand(starts, *shape, generator=g).requires_grad_()
+    delta = (0.05 * torch.randn(starts, *shape, generator=g)).requires_grad_()
+    opt = torch.optim.Adam([x, delta], lr=0.02)
+    best = 0.0
+    for _ in range(steps):
+        fx = model(x, omega_seed=omega_seed)
+        fy = model(x + delta, omega_seed=omega_seed)
+        ratio = (fx - fy).norm(dim=1) / delta.flatten(1).norm(dim=1)
+        best = max(best, float(ratio.detach().max()))
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    return best
+
+
+@pytest.mark.parametrize("shape", DEFAULT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_default_network_bound_is_at_most_two_and_survives_attack(shape):
+    torch.manual_seed(0)
+    model = build_hycas(shape, num_classes=10)
+    bound = model.lipschitz_bound()
+    assert bound <= 2.0
+    big = shape[-1] > 100
+    ratio = adversarial_ratio(model, starts=2 if big else 6, steps=4 if big else 30)
+    assert 0.0 < ratio <= bound
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)], ids=lambda s: "x".join(map(str, s)))
+def test_bound_holds_for_randomized_weights(shape):
+    torch.manual_seed(1)
+    model = build_hycas(shape, num_classes=5)
+    randomize_large(model, scale=3.0, seed=1)
+    bound = model.lipschitz_bound()
+    assert bound <= 2.0
+    for omega_seed in (0, 1):
+        assert adversarial_ratio(model, starts=6, steps=30, omega_seed=omega_seed) <= bound
+
+
+def test_jacobian_norm_never_exceeds_bound():
+    torch.manual_seed(2)
+    model = build_hycas((1, 8, 8), num_classes=4)
+    randomize_large(model, scale=2.0, seed=2)
+    with model.frozen(3):
+        worst = max_jacobian_norm(model, (1, 8, 8), points=6)
+    assert worst <= model.lipschitz_bound() + 1e-5
+
+
+def test_bound_is_not_vacuous_for_the_skip():
+    """The skip contributes exactly its factor 2; every other layer stays ≤ 1."""
+    model = build_hycas((1, 8, 8), num_classes=10)
+    bounds = model.layer_bounds()
+    assert bounds["attention_skip"] == 2.0
+    assert all(b <= 1.0 for name, b in bounds.items() if name != "attention_skip")
+
+
+def test_frozen_is_deterministic_and_seeds_differ():
+    model = build_hycas((1, 8, 8), num_classes=10)
+    x = torch.rand(5, 1, 8, 8)
+    with model.frozen(11):
+        a = model(x)
+        b = model(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(model(x, omega_seed=11), a, rtol=0, atol=0)
+    assert not torch.allclose(model(x, omega_seed=12), a)
+    # A frozen Ω is shared by the batch: identical inputs give identical logits.
+    same = model(x[:1].expand(4, -1, -1, -1).contiguous(), omega_seed=11)
+    assert torch.equal(same[0], same[3])
+
+
+def test_frozen_context_restores_the_previous_mode():
+    model = build_hycas((1, 8, 8), num_classes=10)
+    x = torch.rand(2, 1, 8, 8)
+    with model.frozen(1):
+        with model.frozen(2):
+            inner = model(x)
+        outer = model(x)
+    torch.testing.assert_close(inner, model(x, omega_seed=2), rtol=0, atol=0)
+    torch.testing.assert_close(outer, model(x, omega_seed=1), rtol=0, atol=0)
+    assert not torch.equal(model(x), model(x))  # stochastic again
+
+
+def test_stochastic_mode_draws_fresh_omega_per_sample():
+    model = build_hycas((1, 8, 8), num_classes=10)
+    x = torch.rand(1, 1, 8, 8).expand(6, -1, -1, -1).contiguous()
+    logits = model(x)
+    assert (logits - logits[0]).abs().amax(dim=1)[1:].min() > 1e-4
+    assert not torch.allclose(model(x), logits)
+
+
+def test_generator_makes_stochastic_draws_reproducible():
+    model = build_hycas((1, 8, 8), num_classes=10)
+    x = torch.rand(3, 1, 8, 8)
+    a = model(x, generator=torch.Generator().manual_seed(5))
+    b = model(x, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_training_reduces_loss_and_reaches_every_parameter():
+    torch.manual_seed(0)
+    model = build_hycas((1, 8, 8), num_classes=4)
+    x = torch.rand(64, 1, 8, 8)
+    y = torch.randint(0, 4, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x, omega_seed=0) * 10, y)
+        opt.zero_grad()
+        loss.backward()
+        if not losses:
+            for name, p in model.named_parameters():
+                assert p.grad is not None, f"no gradient reaches {name}"
+                assert torch.isfinite(p.grad).all(), f"non-finite gradient in {name}"
+                assert p.grad.abs().sum() > 0, f"zero gradient in {name}"
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    assert model.lipschitz_bound() <= 2.0
+
+
+def test_random_projections_do_not_train():
+    model = build_hycas((1, 8, 8), num_classes=4)
+    kernels = [n for n, _ in model.named_buffers() if n.endswith("kernel")]
+    assert kernels, "the network has random-projection filters"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.endswith(".kernel") for n in trainable)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (torch.rand(1, 8, 8), "rank 3"),
+        (torch.rand(2, 3, 8, 8), "1 channel"),
+        (torch.rand(2, 1, 9, 8), "spatial size 8×8"),
+        (torch.rand(2, 1, 8, 8, dtype=torch.float64), "float32"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "float32"),
+    ],
+)
+def test_input_validation(x, message):
+    model = build_hycas((1, 8, 8), num_classes=10)
+    with pytest.raises(ValueError, match=message):
+        model(x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"input_shape": (1, 28)}, "three positive ints"),
+        ({"input_shape": (0, 8, 8)}, "three positive ints"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"width": 7}, "even"),
+        ({"kernel_size": 2}, "odd"),
+        ({"stage_depths": ()}, "stage_depths"),
+        ({"input_shape": (1, 30, 30), "stage_depths": (1, 1, 1)}, "multiples of 4"),
+        ({"pooled_size": 3}, "pooled_size"),
+        ({"mean": (0.5, 0.5)}, "channels"),
+        ({"dropout": 0.1}, "unknown HyCAS config option"),
+    ],
+)
+def test_build_refuses_what_it_cannot_build(kwargs, message):
+    args = {"input_shape": (1, 8, 8), "num_classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_hycas(**args)
+
+
+def test_describe_reports_bound_and_config():
+    model = build_hycas((3, 32, 32), num_classes=7, width=16)
+    summary = model.describe()
+    assert summary["input_shape"] == [3, 32, 32]
+    assert summary["config"]["width"] == 16
+    assert summary["lipschitz_bound"] == model.lipschitz_bound() <= 2.0
+    assert set(summary["layer_bounds"]) >= {"standardize", "attention_skip", "head"}
+
+
+def test_lipschitz_only_variant_has_no_randomness():
+    """The margin-only baseline: no random projections, no attention noise, deterministic."""
+    model = build_hycas(
+        (1, 8, 8),
+        num_classes=10,
+        random_projection=False,
+        attention_temperature=0.0,
+        attention_noise_std=0.0,
+    )
+    assert not [n for n, _ in model.named_buffers() if n.endswith("kernel")]
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+    assert model.lipschitz_bound() <= 2.0
+
+
+def test_forward_of_a_thousand_mnist_sized_inputs_on_cpu():
+    """Acceptance: a batch of 1,000 (1, 28, 28) inputs runs on CPU (timings: bench/)."""
+    model = build_hycas((1, 28, 28), num_classes=10).eval()
+    with torch.inference_mode():
+        logits = model(torch.rand(1000, 1, 28, 28))
+    assert logits.shape == (1000, 10)
+    assert torch.isfinite(logits).all()

@@ -1,0 +1,262 @@
+"""Every layer's certified bound against the exact operator norm of the small layer.
+
+Pattern: materialise the operator (affine layers) or its Jacobian at random points
+(nonlinear layers), take the exact spectral norm by SVD, and require it never to exceed the
+certified bound, for the initial weights, for huge random weights, and after gradient ascent
+on the layer's Lipschitz ratio.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.layers import (
+    AdditiveSkip,
+    AOLConv2d,
+    ConvexGate,
+    ConvexResidual,
+    Flatten,
+    FrequencyFilter,
+    InvertibleDownsample,
+    LipschitzSequential,
+    MaxMin,
+    NormalizedLinear,
+    OmegaSource,
+    RandomProjectionConv2d,
+    ScaledAvgPool2d,
+    Standardize,
+    StochasticAttention,
+)
+from tests.models.operators import (
+    exact_affine_norm,
+    max_jacobian_norm,
+    push_lipschitz_ratio,
+    randomize_large,
+)
+
+TOL = 1e-5
+
+
+def check_affine(layer, input_shape, f=None) -> float:
+    f = f or layer
+    exact = exact_affine_norm(f, input_shape)
+    bound = layer.lipschitz_bound()
+    assert exact <= bound + TOL, f"exact norm {exact} exceeds the certified bound {bound}"
+    return exact
+
+
+def check_affine_any_weights(layer, input_shape, f=None) -> None:
+    """The bound holds as built, with huge random weights, and after adversarial ascent."""
+    f = f or layer
+    check_affine(layer, input_shape, f)
+    randomize_large(layer)
+    check_affine(layer, input_shape, f)
+    push_lipschitz_ratio(layer, f, input_shape)
+    check_affine(layer, input_shape, f)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "kernel", "stride", "size"),
+    [
+        (c_in, c_out, k, s, size)
+        for (c_in, c_out), k, s, size in itertools.product(
+            [(1, 2), (3, 4), (4, 4), (6, 3)], [1, 3, 5], [1, 2], [5, 6]
+        )
+    ],
+)
+def test_aol_conv_bound_holds_for_any_weights(c_in, c_out, kernel, stride, size):
+    torch.manual_seed(c_in * 100 + c_out * 10 + kernel)
+    layer = AOLConv2d(c_in, c_out, kernel, stride=stride)
+    check_affine_any_weights(layer, (c_in, size, size))
+
+
+def test_aol_conv_is_not_vacuous():
+    """AOL rescaling of an orthogonal-like kernel keeps most of the norm (no needless shrink)."""
+    torch.manual_seed(0)
+    layer = AOLConv2d(4, 4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linalg.qr(torch.randn(4, 4))[0].view(4, 4, 1, 1))
+    assert exact_affine_norm(layer, (4, 5, 5)) > 0.999
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "kernel", "size"),
+    list(itertools.product([1, 3], [2, 4], [1, 3, 5], [(5, 5), (6, 4)])),
+)
+def test_random_projection_bound(c_in, c_out, kernel, size):
+    layer = RandomProjectionConv2d(c_in, c_out, kernel, size, seed=kernel + c_out)
+    exact = check_affine(layer, (c_in, *size))
+    assert layer.lipschitz_bound() <= 1.0
+    # Sound, and not absurdly loose even when the kernel is as large as the image.
+    assert exact >= 0.5 * layer.lipschitz_bound()
+
+
+def test_random_projection_bound_is_tight_at_realistic_sizes():
+    """On images much larger than the kernel, the n + k − 1 torus bound is nearly exact."""
+    layer = RandomProjectionConv2d(2, 2, 3, (16, 16), seed=3)
+    exact = check_affine(layer, (2, 16, 16))
+    assert exact >= 0.97 * layer.lipschitz_bound()
+
+
+def test_random_projection_is_frozen_and_seeded():
+    a = RandomProjectionConv2d(2, 4, 3, (6, 6), seed=7)
+    b = RandomProjectionConv2d(2, 4, 3, (6, 6), seed=7)
+    c = RandomProjectionConv2d(2, 4, 3, (6, 6), seed=8)
+    assert torch.equal(a.kernel, b.kernel)
+    assert not torch.equal(a.kernel, c.kernel)
+    assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_random_projection_recertifies_a_replaced_kernel():
+    """A kernel loaded from elsewhere is certified afresh, never trusted from the old bound."""
+    layer = RandomProjectionConv2d(3, 4, 3, (5, 5), seed=0)
+    with torch.no_grad():
+        layer.kernel.mul_(50.0)
+    bound = layer.lipschitz_bound()
+    assert bound > 40.0
+    assert exact_affine_norm(layer, (3, 5, 5)) <= bound + TOL
+
+
+@pytest.mark.parametrize(("channels", "size"), [(2, (4, 4)), (4, (5, 3)), (3, (6, 6))])
+def test_frequency_filter_bound(channels, size):
+    torch.manual_seed(channels)
+    layer = FrequencyFilter(channels, size)
+    check_affine_any_weights(layer, (channels, *size))
+
+
+def test_frequency_filter_with_open_mask_is_nearly_orthogonal():
+    """Mask ≈ 1 and an orthogonal mix: the branch preserves norms (the DCT is orthonormal)."""
+    layer = FrequencyFilter(2, (5, 5))
+    with torch.no_grad():
+        layer.mask_logits.fill_(40.0)
+        layer.mix.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+    assert exact_affine_norm(layer, (2, 5, 5)) == pytest.approx(1.0, abs=1e-4)
+
+
+def hybrid_gate(channels: int, size: tuple[int, int], kernel: int) -> ConvexGate:
+    return ConvexGate(
+        [
+            AOLConv2d(channels, channels, kernel, bias=False),
+            RandomProjectionConv2d(channels, channels, kernel, size, seed=1),
+            FrequencyFilter(channels, size),
+        ],
+        out_channels=channels,
+    )
+
+
+@pytest.mark.parametrize(("channels", "kernel"), [(2, 1), (2, 3), (4, 3), (4, 5)])
+def test_convex_gate_bound(channels, kernel):
+    torch.manual_seed(kernel)
+    gate = hybrid_gate(channels, (5, 5), kernel)
+    check_affine_any_weights(gate, (channels, 5, 5))
+    assert gate.lipschitz_bound() <= 1.0
+
+
+def test_convex_gate_weights_are_scalars_summing_to_at_most_one():
+    gate = hybrid_gate(2, (4, 4), 3)
+    with torch.no_grad():
+        gate.gate_logits.copy_(torch.tensor([30.0, -5.0, 0.1]))
+    w = gate.weights()
+    assert w.shape == (3,)
+    assert float(w.double().sum()) <= 1.0
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_convex_residual_bound(kernel):
+    torch.manual_seed(0)
+    block = ConvexResidual(AOLConv2d(3, 3, kernel))
+    check_affine_any_weights(block, (3, 5, 5))
+    assert block.lipschitz_bound() <= 1.0
+
+
+def test_additive_skip_bound_is_one_plus_body():
+    torch.manual_seed(0)
+    skip = AdditiveSkip(AOLConv2d(2, 2, 3))
+    assert skip.lipschitz_bound() == 2.0
+    check_affine_any_weights(skip, (2, 4, 4))
+    # An identity body reaches the bound: the factor 2 is real.
+    with torch.no_grad():
+        skip.body.weight.zero_()
+        skip.body.weight[:, :, 1, 1] = torch.eye(2)
+    assert exact_affine_norm(skip, (2, 4, 4)) == pytest.approx(2.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("temperature", "noise"), [(1.0, 0.1), (10.0, 1.0), (0.0, 0.0)])
+def test_stochastic_attention_is_one_lipschitz_for_every_draw(seed, temperature, noise):
+    layer = StochasticAttention(3, (4, 5), temperature=temperature, noise_std=noise)
+    shape = (3, 4, 5)
+
+    def frozen(x):
+        return layer(x, OmegaSource(x.shape[0], x.device, seed=seed))
+
+    check_affine_any_weights(layer, shape, frozen)
+
+
+def test_stochastic_attention_masks_depend_on_omega_not_on_input():
+    layer = StochasticAttention(2, (3, 3), temperature=1.0, noise_std=0.0)
+    x = torch.rand(1, 2, 3, 3)
+    a = layer(x, OmegaSource(1, x.device, seed=1))
+    b = layer(x, OmegaSource(1, x.device, seed=2))
+    assert not torch.allclose(a, b)
+    # Same Ω: the layer is linear in x (the mask does not look at the input).
+    two = layer(2 * x, OmegaSource(1, x.device, seed=1))
+    torch.testing.assert_close(two, 2 * a)
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_maxmin_jacobian_norm(channels):
+    layer = MaxMin()
+    assert max_jacobian_norm(layer, (channels, 3, 3)) <= layer.lipschitz_bound() + TOL
+
+
+def test_maxmin_rejects_odd_channels():
+    with pytest.raises(ValueError, match="even number of channels"):
+        MaxMin()(torch.zeros(1, 3, 2, 2))
+
+
+def test_standardize_bound_with_imagenet_statistics():
+    layer = Standardize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    exact = check_affine(layer, (3, 2, 2))
+    assert exact == pytest.approx(1.0, abs=1e-6)
+
+
+def test_standardize_rejects_bad_statistics():
+    with pytest.raises(ValueError, match="positive"):
+        Standardize((0.5,), (0.0,))
+    with pytest.raises(ValueError, match="channels"):
+        Standardize((0.5, 0.5), (1.0,))
+
+
+@pytest.mark.parametrize("window", [(1, 1), (2, 2), (3, 3), (7, 7), (2, 3)])
+def test_scaled_pooling_preserves_norm_bound(window):
+    layer = ScaledAvgPool2d(window)
+    exact = check_affine(layer, (2, 2 * window[0], 3 * window[1]))
+    assert exact == pytest.approx(1.0, abs=1e-5)
+
+
+def test_invertible_downsample_and_flatten_are_orthogonal():
+    layer = LipschitzSequential(InvertibleDownsample(2), Flatten())
+    exact = check_affine(layer, (2, 4, 6))
+    assert exact == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("d_in", "k"), [(5, 2), (16, 10), (64, 3), (3, 7)])
+def test_normalized_linear_bound(d_in, k):
+    torch.manual_seed(d_in)
+    head = NormalizedLinear(d_in, k)
+    check_affine_any_weights(head, (d_in,))
+    assert head.lipschitz_bound() <= 1.0
+
+
+def test_strided_aol_conv_matches_torch_reference():
+    """The effective kernel is what F.conv2d would apply: guards the forward wiring."""
+    torch.manual_seed(0)
+    layer = AOLConv2d(2, 4, 3, stride=2)
+    x = torch.rand(3, 2, 7, 7)
+    expected = F.conv2d(x, layer.effective_weight(), layer.bias, stride=2, padding=1)
+    torch.testing.assert_close(layer(x), expected)

@@ -1,0 +1,138 @@
+"""Training: the loss goes down, runs replay exactly from the seed, ``hycas train`` packages."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from models.architectures import build_model
+from models.data import load_digits_split
+from models.evaluation import EvaluationReport, EvaluationSettings
+from models.training import (
+    TrainingRequest,
+    TrainingSettings,
+    margin_cross_entropy,
+    margin_offset,
+    train_classifier,
+)
+from service.cli import build_parser, main
+from service.model_commands import training_request_from
+
+
+@pytest.fixture(scope="module")
+def digits_subset():
+    return load_digits_split("train").head(256)
+
+
+def small_model(architecture: str = "hycas", seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(architecture, (1, 8, 8), 10, {"width": 8}, trainable=True)
+
+
+def test_margin_cross_entropy_subtracts_the_certifying_margin_from_the_true_logit():
+    logits = torch.tensor([[1.0, 0.2, -0.5], [0.0, 0.3, 0.1]])
+    labels = torch.tensor([0, 1])
+    offset = margin_offset(0.5, 2.0)
+    assert offset == pytest.approx(math.sqrt(2.0))
+    shifted = logits.clone()
+    shifted[0, 0] -= offset
+    shifted[1, 1] -= offset
+    expected = F.cross_entropy(4.0 * shifted, labels)
+    got = margin_cross_entropy(logits, labels, offset=offset, logit_scale=4.0)
+    assert torch.allclose(got, expected)
+    plain = margin_cross_entropy(logits, labels, offset=0.0, logit_scale=4.0)
+    assert plain < got
+
+
+@pytest.mark.parametrize(
+    ("architecture", "margin_weight"), [("hycas", 0.0), ("hycas", 0.5), ("cnn", 0.0)]
+)
+def test_training_reduces_the_loss(architecture, margin_weight):
+    digits = load_digits_split("train")
+    settings = TrainingSettings(epochs=3, learning_rate=3e-2, margin_weight=margin_weight)
+    run = train_classifier(small_model(architecture), digits, settings, progress=False)
+    assert len(run.epoch_losses) == 3 and run.steps == 3 * 22
+    assert run.epoch_losses[-1] < 0.6 * run.epoch_losses[0]
+
+
+def test_training_replays_exactly_from_its_seed(digits_subset):
+    settings = TrainingSettings(epochs=2, margin_weight=0.3)
+    states = []
+    for seed in (0, 0, 1):
+        model = small_model(seed=seed)
+        run = train_classifier(
+            model,
+            digits_subset,
+            TrainingSettings(**{**settings.to_dict(), "seed": seed}),
+            progress=False,
+        )
+        states.append((model.state_dict(), run.epoch_losses))
+    (first, losses0), (again, losses1), (other, _) = states
+    assert losses0 == losses1
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_margin_term_needs_a_lipschitz_bound(digits_subset):
+    with pytest.raises(ValueError, match="Lipschitz bound"):
+        train_classifier(
+            small_model("cnn"), digits_subset, TrainingSettings(margin_weight=0.5), progress=False
+        )
+
+
+def test_recorded_command_parses_back_into_the_same_request():
+    request = TrainingRequest(
+        model_id="digits-x",
+        architecture="lipschitz",
+        config={"width": 16, "stage_depths": [1, 2]},
+        training=TrainingSettings(sigma=0.5, margin_weight=0.25, epochs=7),
+        evaluation=EvaluationSettings(n=123, ensemble=3),
+        eval_limit=7,
+        threads=3,
+    )
+    words = shlex.split(request.command_line())
+    assert words[:2] == ["hycas", "train"]
+    assert training_request_from(build_parser().parse_args(words[1:])) == request
+    assert request.evaluation_settings() == EvaluationSettings(sigma=0.5, n=123, ensemble=3)
+
+
+def test_a_request_refuses_evaluation_settings_the_command_cannot_carry():
+    with pytest.raises(ValueError, match=r"\['radii'\]"):
+        TrainingRequest(model_id="x", evaluation=EvaluationSettings(radii=(2.0,)))
+
+
+def test_hycas_train_writes_a_loadable_package(tmp_path, capsys):
+    argv = ["train", "--model-id", "digits-tiny", "--config", "width=8", "--epochs", "2"]
+    argv += [
+        "--margin-weight",
+        "0.5",
+        "--eval-n",
+        "30",
+        "--eval-limit",
+        "6",
+        "--eval-ensemble",
+        "2",
+    ]
+    argv += ["--repository", str(tmp_path), "--device", "cpu", "--no-progress"]
+    argv += ["--report", str(tmp_path / "report")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "wrote digits-tiny version 1" in printed and "clean accuracy" in printed
+    model, card = models.load("digits-tiny", repository=tmp_path)
+    assert card.training.command.startswith("hycas train --model-id digits-tiny")
+    assert "--margin-weight 0.5" in card.training.command
+    assert f"--threads {torch.get_num_threads()}" in card.training.command
+    assert card.sigma == 0.25 and card.class_names == tuple("0123456789")
+    assert card.metrics["images"] == 6 and card.metrics["settings"]["n"] == 30
+    assert set(card.metrics["certificates"]) == {"smoothing", "margin", "best"}
+    assert card.dataset.train_size == 1347 and "random_state=0" in card.dataset.test_split
+    assert model.lipschitz_bound() <= card.lipschitz_bound <= 2.0
+    report = EvaluationReport.read_json(tmp_path / "report.json")
+    assert (report.model_id, report.version, report.sha256) == ("digits-tiny", "1", card.sha256)
+    assert report.to_dict()["summary"] == card.metrics
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
