@@ -1,0 +1,108 @@
+"""Checks on what callers pass in: every refusal is a ``ValueError`` that says what to change."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+from certify.seeds import SEED_BITS, fresh_seed
+
+
+def validate_image(x: Any) -> torch.Tensor:
+    """One image ``[C, H, W]`` with finite values in ``[0, 1]``, returned as float32.
+
+    Accepts a ``torch.Tensor`` (any device) or anything ``torch.as_tensor`` reads, such as a
+    NumPy array. Integer images are refused rather than rescaled: the radius is measured in
+    the ``[0, 1]`` input space and a silent ``/ 255`` would change its meaning.
+    """
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as error:
+            message = f"x must be an image tensor [C, H, W]; got {type(x).__name__}"
+            raise ValueError(message) from error
+    if tensor.ndim != 3:
+        raise ValueError(
+            f"x must be one image [C, H, W]; got shape {tuple(tensor.shape)} "
+            "(certify one image at a time; drop a leading batch dimension of 1)"
+        )
+    if tensor.numel() == 0:
+        raise ValueError(f"x is empty: shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ValueError(
+            f"x must be a floating-point image with values in [0, 1]; got dtype {tensor.dtype} "
+            "(convert it, e.g. divide 8-bit pixels by 255, before certifying)"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError("x contains NaN or infinite values")
+    low, high = float(tensor.min()), float(tensor.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"x must have values in [0, 1]; got values in [{low:.6g}, {high:.6g}]")
+    return tensor.to(torch.float32)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite; got {number}")
+    return number
+
+
+def validate_sigma(sigma: Any) -> float:
+    """The standard deviation of the smoothing noise: finite and > 0."""
+    number = _real("sigma", sigma)
+    if number <= 0.0:
+        raise ValueError(f"sigma must be > 0; got {number}")
+    return number
+
+
+def validate_alpha(alpha: Any) -> float:
+    """A failure probability in the open interval (0, 0.5)."""
+    number = _real("alpha", alpha)
+    if not 0.0 < number < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5); got {number}")
+    return number
+
+
+def validate_radius(radius: Any) -> float:
+    """A target L2 radius: finite and ≥ 0."""
+    number = _real("radius", radius)
+    if number < 0.0:
+        raise ValueError(f"radius must be >= 0; got {number}")
+    return number
+
+
+def validate_lipschitz(lipschitz: Any, source: str) -> float:
+    """A Lipschitz bound: finite and > 0; ``source`` names where it came from in the message."""
+    number = _real(f"the Lipschitz bound ({source})", lipschitz)
+    if number <= 0.0:
+        raise ValueError(f"the Lipschitz bound ({source}) must be > 0; got {number}")
+    return number
+
+
+def validate_count(name: str, value: Any) -> int:
+    """A positive integer count such as ``n``, ``n0``, ``batch_size`` or ``ensemble``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be >= 1; got {int(value)}")
+    return int(value)
+
+
+def validate_seed(seed: Any) -> int:
+    """An integer seed in ``[0, 2**63)``; ``None`` draws a fresh one (results record it)."""
+    if seed is None:
+        return fresh_seed()
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer or None; got {seed!r}")
+    if not 0 <= int(seed) < 2**SEED_BITS:
+        raise ValueError(f"seed must lie in [0, 2**{SEED_BITS}); got {int(seed)}")
+    return int(seed)
