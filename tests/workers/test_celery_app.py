@@ -1,0 +1,61 @@
+"""The Celery configuration for long certification tasks, and the model cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from service.cli import main
+from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
+from workers.app import create_celery_app
+from workers.config import ExecutionSettings
+from workers.model_cache import ModelCache, UnknownModelError
+
+
+def test_long_tasks_are_acknowledged_late_and_never_duplicated():
+    settings = ExecutionSettings(
+        redis_url="redis://127.0.0.1:6379/11", task_time_limit_seconds=900, key_prefix="p:"
+    )
+    conf = create_celery_app(settings).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_soft_time_limit > 900 and conf.task_time_limit > conf.task_soft_time_limit
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.broker_url == conf.result_backend == "redis://127.0.0.1:6379/11"
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_default_queue == "celery"
+    assert conf.result_backend_transport_options == {"global_keyprefix": "p:"}
+    assert conf.result_expires == settings.result_ttl_seconds
+
+
+def test_a_visibility_timeout_below_the_time_limit_is_refused():
+    with pytest.raises(ValidationError, match="must exceed the hard task time limit"):
+        ExecutionSettings(task_time_limit_seconds=600, broker_visibility_timeout_seconds=300)
+
+
+def test_hycas_worker_needs_redis(monkeypatch, capsys):
+    monkeypatch.delenv("HYCAS_REDIS_URL", raising=False)
+    assert main(["worker"]) == 2
+    assert "HYCAS_REDIS_URL" in capsys.readouterr().err
+
+
+def test_models_load_once_per_process_and_again_after_a_fork():
+    class CountingSource(SmallModelSource):
+        loads = 0
+
+        def load(self, model_id, version):
+            CountingSource.loads += 1
+            return super().load(model_id, version)
+
+    cache = ModelCache(CountingSource(), "cpu")
+    first = cache.get(SMALL_MODEL_ID)
+    assert cache.get(SMALL_MODEL_ID) is first
+    assert cache.get(SMALL_MODEL_ID, "1") is first
+    assert CountingSource.loads == 1
+    assert first.device == "cpu" and not first.model.training
+    cache._pid = os.getpid() + 1  # as a forked child would see it
+    assert cache.get(SMALL_MODEL_ID) is not first
+    with pytest.raises(UnknownModelError, match="available"):
+        cache.get("no-such-model")

@@ -1,0 +1,1 @@
+"""Celery app, tasks, the job runner and the model cache."""

@@ -1,0 +1,322 @@
+"""One image, one model, the requested certificates: what is asked, what comes back.
+
+:func:`certify_image` is the single place that turns parameters into ``certify`` calls; the
+job runner (queued jobs) and ``hycas certify`` (a file, no server) both use it. Every
+certificate of a job replays from the job's one seed: each method is called with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+import certify
+from workers.model_cache import LoadedModel
+from workers.version import package_version
+
+
+class CertificationMethod(enum.StrEnum):
+    SMOOTHING = "smoothing"
+    """Cohen et al.'s CERTIFY for the smoothed classifier (``certify.smoothing_certify``)."""
+    MARGIN = "margin"
+    """The Lipschitz margin of the frozen ensemble ``F_K`` (``certify.margin_certify``)."""
+    RADIUS_TEST = "radius_test"
+    """The sequential test at ``target_radius`` (``certify.certify_at_radius``)."""
+
+
+DEFAULT_METHODS = (CertificationMethod.SMOOTHING, CertificationMethod.MARGIN)
+
+
+class CertificationParameters(BaseModel):
+    """Every parameter of a job's certificates, resolved (no defaults left to fill in)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    methods: tuple[CertificationMethod, ...]
+    sigma: float
+    alpha: float
+    n0: int
+    n: int
+    """Estimation samples of CERTIFY; also the sample budget of the radius test."""
+    batch_size: int
+    ensemble: int
+    """Frozen draws K of the margin certificate's ``F_K``."""
+    target_radius: float | None
+    seed: int
+    """Seed of every certificate of the job (each method replays from it)."""
+
+    def samples_planned(self, method: CertificationMethod) -> int:
+        """Forward passes ``method`` plans: CERTIFY's ``n0 + n``, the test's budget, or K."""
+        if method is CertificationMethod.MARGIN:
+            return self.ensemble
+        return self.n0 + self.n
+
+    @property
+    def total_samples_planned(self) -> int:
+        return sum(self.samples_planned(method) for method in self.methods)
+
+
+class InputDescription(BaseModel):
+    """What was received and what was done to it before certification (no pixel data)."""
+
+    format: str
+    """``png``, ``jpeg``, ``npy``, ``dicom`` or ``array`` (a JSON nested array)."""
+    original_shape: tuple[int, ...]
+    shape: tuple[int, int, int]
+    """The ``[C, H, W]`` input space the certified radii live in (values in ``[0, 1]``)."""
+    transforms: tuple[str, ...]
+    """Each step from the received data to the certified tensor, in order."""
+    sha256: str
+    """SHA-256 of the bytes received (the file, or the canonical JSON of an array)."""
+    tensor_sha256: str
+    """SHA-256 of the certified float32 tensor (C order): the exact input of the certificates."""
+
+
+class Certificate(BaseModel):
+    """One certificate: the label it certifies (``None`` when abstaining) and its L2 radius."""
+
+    method: CertificationMethod
+    label: int | None
+    class_name: str | None
+    radius: float
+    """Certified L2 radius in the input space of ``input_space``; 0 when abstaining."""
+    abstained: bool
+    classifier: str
+    """Which classifier the radius is about: ``smoothed`` g, or the ``frozen_ensemble`` F_K."""
+    guarantee: str
+    details: dict[str, Any]
+    """Every field of the library's result (``to_dict()``): counts, bounds, seeds, parameters."""
+    seconds: float
+
+
+class Prediction(BaseModel):
+    """The predicted class: from the first certificate, in method order, that has a label."""
+
+    label: int | None
+    class_name: str | None
+    method: CertificationMethod | None
+
+
+class InputSpace(BaseModel):
+    shape: tuple[int, int, int]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    norm: str = "L2"
+
+
+class ModelProvenance(BaseModel):
+    id: str
+    version: str
+    sha256: str
+    lipschitz_bound: float
+
+
+class Timings(BaseModel):
+    queue_wait_seconds: float | None
+    model_load_seconds: float
+    certification_seconds: float
+
+
+class Provenance(BaseModel):
+    """What is needed to reproduce the result."""
+
+    model: ModelProvenance
+    input_sha256: str
+    tensor_sha256: str
+    parameters: CertificationParameters
+    seed: int
+    package_version: str
+    torch_version: str
+    device: str
+    host: str
+    timings: Timings
+
+
+class CertificationReport(BaseModel):
+    prediction: Prediction
+    certificates: dict[CertificationMethod, Certificate]
+    input_space: InputSpace
+    input: InputDescription
+    provenance: Provenance
+
+
+ProgressCallback = Callable[[int, int], None]
+"""``(samples_done, samples_planned)`` over all the job's certificates."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one method gives: the label (``None``: abstained), radius, and what they are about."""
+
+    label: int | None
+    radius: float
+    classifier: str
+    guarantee: str
+    result: certify.CertificationResult
+
+
+def _smoothing(
+    loaded: LoadedModel,
+    image: torch.Tensor,
+    parameters: CertificationParameters,
+    progress: certify.ProgressCallback,
+    should_cancel: certify.CancellationCheck | None,
+) -> _Outcome:
+    result = certify.smoothing_certify(
+        loaded.model,
+        image,
+        sigma=parameters.sigma,
+        n0=parameters.n0,
+        n=parameters.n,
+        alpha=parameters.alpha,
+        batch_size=parameters.batch_size,
+        seed=parameters.seed,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    guarantee = (
+        f"with probability at least {1 - parameters.alpha:g}, the smoothed classifier "
+        f"(Gaussian noise σ={parameters.sigma:g}, the model's randomness averaged) returns this "
+        "label within the radius"
+    )
+    return _Outcome(result.label, result.radius, "smoothed", guarantee, result)
+
+
+def _margin(
+    loaded: LoadedModel,
+    image: torch.Tensor,
+    parameters: CertificationParameters,
+    progress: certify.ProgressCallback,
+    should_cancel: certify.CancellationCheck | None,
+) -> _Outcome:
+    result = certify.margin_certify(
+        loaded.model, image, ensemble=parameters.ensemble, seed=parameters.seed
+    )
+    progress(result.ensemble, result.ensemble)
+    guarantee = (
+        f"exactly, the mean logits of {result.ensemble} frozen draw(s) of the model "
+        f"(L ≤ {result.lipschitz:.6g}) keep this label within the radius"
+    )
+    return _Outcome(result.label, result.radius, "frozen_ensemble", guarantee, result)
+
+
+def _radius_test(
+    loaded: LoadedModel,
+    image: torch.Tensor,
+    parameters: CertificationParameters,
+    progress: certify.ProgressCallback,
+    should_cancel: certify.CancellationCheck | None,
+) -> _Outcome:
+    assert parameters.target_radius is not None  # the gateway requires it for this method
+    result = certify.certify_at_radius(
+        loaded.model,
+        image,
+        parameters.target_radius,
+        sigma=parameters.sigma,
+        alpha=parameters.alpha,
+        max_samples=parameters.n,
+        batch_size=parameters.batch_size,
+        seed=parameters.seed,
+        n0=parameters.n0,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    certified = result.decision is certify.RadiusDecision.CERTIFIED
+    guarantee = (
+        f"with probability at least {1 - parameters.alpha:g} whatever the stopping time, "
+        f"'certified' means the smoothed classifier (σ={parameters.sigma:g}) keeps this label "
+        f"within {parameters.target_radius:g}; decision: {result.decision.value}"
+    )
+    label = result.label if certified else None
+    return _Outcome(label, result.radius if certified else 0.0, "smoothed", guarantee, result)
+
+
+_METHODS = {
+    CertificationMethod.SMOOTHING: _smoothing,
+    CertificationMethod.MARGIN: _margin,
+    CertificationMethod.RADIUS_TEST: _radius_test,
+}
+
+
+def certify_image(
+    loaded: LoadedModel,
+    image: torch.Tensor,
+    parameters: CertificationParameters,
+    description: InputDescription,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: certify.CancellationCheck | None = None,
+    queue_wait_seconds: float | None = None,
+) -> CertificationReport:
+    """Run each requested certificate on ``image`` (``[C, H, W]`` in ``[0, 1]``) and report.
+
+    ``progress`` sees the samples of all certificates together; ``should_cancel`` is checked
+    between batches and stops the run with ``certify.CertificationCancelled``. Library
+    refusals (``ValueError``) propagate.
+    """
+    planned_total = parameters.total_samples_planned
+    certificates: dict[CertificationMethod, Certificate] = {}
+    samples_before = 0
+    started = time.perf_counter()
+    for method in parameters.methods:
+
+        def report_progress(done: int, _planned: int, offset: int = samples_before) -> None:
+            if progress is not None:
+                progress(offset + done, planned_total)
+
+        method_started = time.perf_counter()
+        outcome = _METHODS[method](loaded, image, parameters, report_progress, should_cancel)
+        certificates[method] = Certificate(
+            method=method,
+            label=outcome.label,
+            class_name=loaded.class_name(outcome.label),
+            radius=outcome.radius,
+            abstained=outcome.label is None,
+            classifier=outcome.classifier,
+            guarantee=outcome.guarantee,
+            details=outcome.result.to_dict(),
+            seconds=time.perf_counter() - method_started,
+        )
+        samples_before += parameters.samples_planned(method)
+        if progress is not None:
+            progress(samples_before, planned_total)
+
+    predicting = next((c for c in certificates.values() if c.label is not None), None)
+    return CertificationReport(
+        prediction=Prediction(
+            label=predicting.label if predicting else None,
+            class_name=predicting.class_name if predicting else None,
+            method=predicting.method if predicting else None,
+        ),
+        certificates=certificates,
+        input_space=InputSpace(shape=description.shape),
+        input=description,
+        provenance=Provenance(
+            model=ModelProvenance(
+                id=loaded.model_id,
+                version=loaded.version,
+                sha256=loaded.sha256,
+                lipschitz_bound=loaded.lipschitz_bound,
+            ),
+            input_sha256=description.sha256,
+            tensor_sha256=description.tensor_sha256,
+            parameters=parameters,
+            seed=parameters.seed,
+            package_version=package_version(),
+            torch_version=torch.__version__,
+            device=loaded.device,
+            host=f"{socket.gethostname()}:{os.getpid()}",
+            timings=Timings(
+                queue_wait_seconds=queue_wait_seconds,
+                model_load_seconds=loaded.load_seconds,
+                certification_seconds=time.perf_counter() - started,
+            ),
+        ),
+    )

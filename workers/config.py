@@ -1,0 +1,77 @@
+"""Settings shared by the gateway and the workers, read from ``HYCAS_*`` environment variables.
+
+The gateway's settings (:class:`service.core.config.Settings`) extend these with the API's
+own limits; a worker reads only what it needs to run jobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ExecutionSettings(BaseSettings):
+    """Where jobs, images and results live, and how long a job may run."""
+
+    model_config = SettingsConfigDict(env_prefix="HYCAS_", extra="ignore")
+
+    redis_url: str | None = None
+    """Redis for the broker, the result backend and the job store; unset: embedded mode."""
+    key_prefix: str = "hycas:"
+    """Prefix of the job store's Redis keys (jobs, batches, images)."""
+    queue_name: str = "celery"
+    """The Celery queue (a Redis list of that name: what an autoscaler watches)."""
+    result_ttl_seconds: int = Field(default=86_400, ge=1)
+    """How long a finished job (its result or error) stays readable."""
+    image_ttl_seconds: int = Field(default=3_600, ge=1)
+    """How long a submitted image waits for a worker before the job fails as expired."""
+    model_repository: Path | None = None
+    """Model repository folder; unset: the one shipped with the package."""
+    device: str = "auto"
+    """Torch device of certification: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``."""
+    worker_pool_size: int = Field(default=1, ge=1)
+    """Concurrent jobs per worker (Celery concurrency; threads of the embedded pool)."""
+    task_time_limit_seconds: int = Field(default=600, ge=1)
+    """A job running longer fails with ``time_limit_exceeded``."""
+    task_max_attempts: int = Field(default=3, ge=1)
+    """Deliveries of one job (after worker crashes) before it fails with ``worker_lost``."""
+    broker_visibility_timeout_seconds: int | None = None
+    """Seconds before an unacknowledged job is redelivered; default: the hard time limit + 60."""
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """``hycas worker`` serves its processes' metrics on this port (``/metrics``)."""
+    broker_restore_interval_seconds: int = Field(default=10, ge=1)
+    """How often a worker looks for unacknowledged jobs past the visibility timeout."""
+
+    @property
+    def task_soft_time_limit_seconds(self) -> int:
+        """Celery's soft limit: a backstop behind the runner's own check between batches."""
+        return self.task_time_limit_seconds + 2
+
+    @property
+    def task_hard_time_limit_seconds(self) -> int:
+        """Celery's hard limit: the worker process is killed past it."""
+        return self.task_time_limit_seconds + 5
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Redelivery delay; above the hard time limit so a running job is never duplicated."""
+        if self.broker_visibility_timeout_seconds is not None:
+            return self.broker_visibility_timeout_seconds
+        return self.task_hard_time_limit_seconds + 60
+
+    @property
+    def pending_ttl_seconds(self) -> int:
+        """TTL of a job that is not finished: it outlives its image, its run and its result."""
+        return self.image_ttl_seconds + self.task_hard_time_limit_seconds + self.result_ttl_seconds
+
+    @model_validator(mode="after")
+    def _visibility_timeout_above_time_limit(self) -> ExecutionSettings:
+        if self.visibility_timeout_seconds <= self.task_hard_time_limit_seconds:
+            raise ValueError(
+                f"HYCAS_BROKER_VISIBILITY_TIMEOUT_SECONDS={self.visibility_timeout_seconds} must "
+                f"exceed the hard task time limit ({self.task_hard_time_limit_seconds} s = "
+                "HYCAS_TASK_TIME_LIMIT_SECONDS + 5), or running jobs would be delivered twice"
+            )
+        return self

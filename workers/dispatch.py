@@ -1,0 +1,103 @@
+"""How the gateway hands a stored job to something that runs it.
+
+- :class:`EmbeddedDispatcher`: a pool of threads in the gateway process (embedded mode);
+- :class:`CeleryDispatcher`: a Celery message carrying only the job id (distributed mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+import redis
+
+from workers.app import CERTIFY_JOB_TASK, create_celery_app
+from workers.config import ExecutionSettings
+from workers.runner import JobRunner
+
+logger = logging.getLogger(__name__)
+
+
+class NotReadyError(RuntimeError):
+    """The dispatcher cannot run jobs now; the message says why."""
+
+
+class JobDispatcher(Protocol):
+    def dispatch(self, job_id: str) -> None: ...
+
+    def queue_length(self) -> int:
+        """Jobs dispatched and not yet started."""
+        ...
+
+    def check_ready(self) -> None:
+        """Raise :class:`NotReadyError` unless jobs dispatched now would run."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedDispatcher:
+    """Runs jobs on ``pool_size`` threads of this process."""
+
+    def __init__(self, runner: JobRunner, pool_size: int) -> None:
+        self.runner = runner
+        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="hycas-job")
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def dispatch(self, job_id: str) -> None:
+        with self._lock:
+            self._waiting += 1
+        future = self._pool.submit(self._run, job_id)
+        future.add_done_callback(self._log_crash)
+
+    def _run(self, job_id: str) -> None:
+        with self._lock:
+            self._waiting -= 1
+        self.runner.run(job_id)
+
+    @staticmethod
+    def _log_crash(future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            logger.error("event=job_runner_crashed error=%s", type(error).__name__, exc_info=error)
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return self._waiting
+
+    def check_ready(self) -> None:
+        """The pool is part of this process: ready while it is open."""
+
+    def close(self) -> None:
+        """Drop the jobs not started; running ones stop (cancelled) at their next batch."""
+        self.runner.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class CeleryDispatcher:
+    """Sends ``hycas.certify_job(job_id)`` to the Celery queue in Redis."""
+
+    def __init__(self, settings: ExecutionSettings, client: redis.Redis) -> None:
+        self.queue_name = settings.queue_name
+        self.celery = create_celery_app(settings)
+        self.client = client
+
+    def dispatch(self, job_id: str) -> None:
+        self.celery.send_task(CERTIFY_JOB_TASK, args=[job_id], queue=self.queue_name)
+
+    def queue_length(self) -> int:
+        return int(self.client.llen(self.queue_name))
+
+    def check_ready(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as error:
+            raise NotReadyError(f"Redis is not reachable: {type(error).__name__}") from error
+        if not self.celery.control.ping(timeout=1.0):
+            raise NotReadyError("no Celery worker answered a ping within 1 s")
+
+    def close(self) -> None:
+        self.celery.close()

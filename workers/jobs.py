@@ -1,0 +1,86 @@
+"""The records a job store keeps: jobs, their parameters and inputs, and batches of jobs.
+
+Records are pydantic models so that the Redis store and the in-memory store keep exactly the
+same JSON, and the gateway serves them without a second definition.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.certification import (
+    CertificationParameters,
+    CertificationReport,
+    InputDescription,
+)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Progress(BaseModel):
+    samples_done: int = 0
+    samples_planned: int
+
+
+class JobRecord(BaseModel):
+    """One certification of one image: its state, progress and outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    status: JobStatus = JobStatus.QUEUED
+    model_id: str
+    model_version: str
+    parameters: CertificationParameters
+    input: InputDescription
+    image_key: str
+    """Key of the stored input tensor; images travel by reference, never in task messages."""
+    owner: str | None = None
+    """SHA-256 of the API key that created the job (``None`` when the API has no keys)."""
+    batch_id: str | None = None
+    progress: Progress
+    result: CertificationReport | None = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    """Deliveries to a worker so far (more than one after a worker was lost)."""
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class BatchItem(BaseModel):
+    index: int
+    job_id: str
+    filename: str | None = None
+
+
+class BatchRecord(BaseModel):
+    """Many images certified with one model and shared parameters: one job per image."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    model_id: str
+    model_version: str
+    owner: str | None = None
+    items: tuple[BatchItem, ...]
+    created_at: float = Field(default_factory=time.time)

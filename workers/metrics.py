@@ -1,0 +1,66 @@
+"""Prometheus metrics of job execution (``hycas_`` names, base units).
+
+They are recorded wherever a job runs: in the gateway process in embedded mode, in Celery
+worker processes in distributed mode. With ``PROMETHEUS_MULTIPROC_DIR`` set (the ``hycas``
+commands set it from ``HYCAS_METRICS_DIR``) every process writes its values there and any
+process serving ``/metrics`` from that folder exposes them all (prometheus-client's
+multiprocess mode); the gateway's HTTP metrics live in :mod:`service.metrics`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOB_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+"""Seconds-to-minutes work: a digits certification takes seconds, a large one on CPU minutes."""
+
+RADIUS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+"""L2 radii in the ``[0, 1]`` input space: smoothing reaches about 4σ, margins far less."""
+
+JOBS = Counter(
+    "hycas_jobs",
+    "Jobs that entered each state (queued, running, succeeded, failed, cancelled).",
+    ["state"],
+)
+JOB_DURATION = Histogram(
+    "hycas_job_duration_seconds",
+    "Time from a job's start on a worker to its end (succeeded, failed or cancelled).",
+    buckets=JOB_SECONDS_BUCKETS,
+)
+JOB_QUEUE_WAIT = Histogram(
+    "hycas_job_queue_wait_seconds",
+    "Time from a job's submission to its first start on a worker.",
+    buckets=JOB_SECONDS_BUCKETS,
+)
+NOISY_SAMPLES = Counter(
+    "hycas_noisy_samples",
+    "Forward passes of the model on noisy inputs (smoothing and the radius test).",
+    ["model"],
+)
+CERTIFICATES = Counter(
+    "hycas_certificates",
+    "Certificates computed, by model and method (smoothing, margin, radius_test).",
+    ["model", "method"],
+)
+ABSTENTIONS = Counter(
+    "hycas_abstentions",
+    "Certificates without a label: smoothing abstained, or the radius test did not certify.",
+    ["model", "method"],
+)
+CERTIFIED_RADIUS = Histogram(
+    "hycas_certified_radius",
+    "Certified L2 radius (input space [0, 1]^{C×H×W}) of certificates with a label.",
+    ["model", "method"],
+    buckets=RADIUS_BUCKETS,
+)
+MODELS_LOADED = Gauge(
+    "hycas_models_loaded",
+    "Model versions loaded, per process holding them.",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
+JOBS_RUNNING = Gauge(
+    "hycas_jobs_running",
+    "Jobs running now.",
+    multiprocess_mode="livesum",
+)

@@ -1,0 +1,280 @@
+"""The job runner: a stored job in, its certificates (or its error) stored back.
+
+One code path for both modes: the embedded pool and the Celery task each call
+:meth:`JobRunner.run` with a job id. The runner claims the job, loads its image (by
+reference) and its model (cached per process), runs :func:`workers.certification.certify_image`
+with a progress callback and a cancellation check, and records the outcome and the metrics.
+
+A job may be delivered more than once (a worker died mid-job and the broker redelivered it):
+a claimed-but-unfinished job is run again from the start with the same seed, so it gives the
+same result; a finished one is left alone; after ``max_attempts`` deliveries it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+
+import certify
+from workers import metrics
+from workers.certification import CertificationMethod, CertificationReport, certify_image
+from workers.jobs import JobError, JobRecord, JobStatus, Progress
+from workers.model_cache import ModelCache, UnknownModelError
+from workers.store import JobStore
+
+logger = logging.getLogger(__name__)
+
+
+class JobProgressTracker:
+    """Progress writes and cancellation checks of one running job, both throttled.
+
+    The cancellation check also enforces the job's time limit (``timed_out`` tells the runner
+    why it stopped) and the runner's shutdown: each stops the certification at its next batch.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        deadline: float,
+        interval_seconds: float,
+        stopping: threading.Event,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.deadline = deadline
+        self.stopping = stopping
+        self.interval_seconds = interval_seconds
+        self.timed_out = False
+        self._last_write = float("-inf")
+        self._last_check = float("-inf")
+
+    def report(self, samples_done: int, samples_planned: int) -> None:
+        now = time.monotonic()
+        if now - self._last_write < self.interval_seconds:
+            return
+        self._last_write = now
+        progress = Progress(samples_done=samples_done, samples_planned=samples_planned)
+
+        def set_progress(job: JobRecord) -> JobRecord | None:
+            if job.status is not JobStatus.RUNNING:
+                return None
+            return job.model_copy(update={"progress": progress})
+
+        self.store.update_job(self.job_id, set_progress)
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if now >= self.deadline:
+            self.timed_out = True
+            return True
+        if self.stopping.is_set():
+            return True
+        if now - self._last_check < self.interval_seconds:
+            return False
+        self._last_check = now
+        job = self.store.get_job(self.job_id)
+        return job is None or job.cancel_requested
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        models: ModelCache,
+        *,
+        time_limit_seconds: float,
+        max_attempts: int,
+        progress_interval_seconds: float = 0.25,
+        time_limit_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        """``time_limit_errors``: what the host raises at its own time limit (Celery's soft
+        limit), recorded as ``time_limit_exceeded`` like the runner's own deadline."""
+        self.store = store
+        self.models = models
+        self.time_limit_seconds = time_limit_seconds
+        self.max_attempts = max_attempts
+        self.progress_interval_seconds = progress_interval_seconds
+        self.time_limit_errors = time_limit_errors
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Cancel the jobs running now at their next batch (the process is shutting down)."""
+        self._stopping.set()
+
+    def run(self, job_id: str) -> JobStatus | None:
+        """Run the job to an end state and store it; its status after (``None``: no such job)."""
+        job = self._claim(job_id)
+        if job is None or job.status is not JobStatus.RUNNING:
+            return None if job is None else job.status
+        started = time.monotonic()
+        metrics.JOBS.labels(state=JobStatus.RUNNING.value).inc()
+        if job.attempts == 1 and job.started_at is not None:
+            metrics.JOB_QUEUE_WAIT.observe(max(0.0, job.started_at - job.created_at))
+        logger.info(
+            "event=job_started job_id=%s model=%s version=%s attempt=%d",
+            job.id,
+            job.model_id,
+            job.model_version,
+            job.attempts,
+        )
+        with metrics.JOBS_RUNNING.track_inprogress():
+            status = self._certify(job)
+        metrics.JOB_DURATION.observe(time.monotonic() - started)
+        return status
+
+    def _claim(self, job_id: str) -> JobRecord | None:
+        """Mark the job running (one more attempt), or end it if it must not run again."""
+        now = time.time()
+        ended_here = False
+
+        def claim(job: JobRecord) -> JobRecord | None:
+            nonlocal ended_here
+            ended_here = False
+            if job.status.is_terminal:
+                return None
+            if job.cancel_requested:
+                ended_here = True
+                return job.model_copy(update={"status": JobStatus.CANCELLED, "finished_at": now})
+            if job.attempts >= self.max_attempts:
+                ended_here = True
+                error = JobError(
+                    code="worker_lost",
+                    message=f"the job was started {job.attempts} times and its worker was lost "
+                    "each time (crash, out of memory or killed); try fewer samples or a "
+                    "smaller batch_size",
+                )
+                return job.model_copy(
+                    update={"status": JobStatus.FAILED, "error": error, "finished_at": now}
+                )
+            return job.model_copy(
+                update={
+                    "status": JobStatus.RUNNING,
+                    "attempts": job.attempts + 1,
+                    "started_at": job.started_at or now,
+                }
+            )
+
+        job = self.store.update_job(job_id, claim)
+        if job is not None and ended_here:
+            self._record_end(job)
+        return job
+
+    def _certify(self, job: JobRecord) -> JobStatus:
+        image = self.store.load_image(job.image_key)
+        if image is None:
+            return self._fail(
+                job,
+                "image_expired",
+                "the input image expired before a worker started the job "
+                f"(HYCAS_IMAGE_TTL_SECONDS={self.store.lifetimes.image_ttl}); submit it again",
+            )
+        try:
+            loaded = self.models.get(job.model_id, job.model_version)
+        except UnknownModelError as error:
+            return self._fail(job, "unknown_model", str(error))
+        except (OSError, ValueError) as error:
+            return self._fail(job, "model_load_failed", f"{job.model_id}: {error}")
+
+        tracker = JobProgressTracker(
+            self.store,
+            job.id,
+            deadline=time.monotonic() + self.time_limit_seconds,
+            interval_seconds=self.progress_interval_seconds,
+            stopping=self._stopping,
+        )
+        try:
+            report = certify_image(
+                loaded,
+                torch.from_numpy(image),
+                job.parameters,
+                job.input,
+                progress=tracker.report,
+                should_cancel=tracker.should_cancel,
+                queue_wait_seconds=(job.started_at or time.time()) - job.created_at,
+            )
+        except certify.CertificationCancelled:
+            if tracker.timed_out:
+                return self._fail_time_limit(job)
+            return self._end(job, JobStatus.CANCELLED)
+        except self.time_limit_errors:
+            return self._fail_time_limit(job)
+        except ValueError as error:
+            return self._fail(job, "certification_refused", str(error))
+        except Exception:
+            logger.exception("event=job_crashed job_id=%s", job.id)
+            return self._fail(
+                job, "internal_error", "the certification failed unexpectedly; see worker logs"
+            )
+        return self._end(job, JobStatus.SUCCEEDED, result=report)
+
+    def _fail_time_limit(self, job: JobRecord) -> JobStatus:
+        return self._fail(
+            job,
+            "time_limit_exceeded",
+            f"the job ran past the time limit of {self.time_limit_seconds:g} s; "
+            "lower n or raise HYCAS_TASK_TIME_LIMIT_SECONDS",
+        )
+
+    def _fail(self, job: JobRecord, code: str, message: str) -> JobStatus:
+        return self._end(job, JobStatus.FAILED, error=JobError(code=code, message=message))
+
+    def _end(
+        self,
+        job: JobRecord,
+        status: JobStatus,
+        *,
+        result: CertificationReport | None = None,
+        error: JobError | None = None,
+    ) -> JobStatus:
+        now = time.time()
+
+        def finish(current: JobRecord) -> JobRecord | None:
+            if current.status.is_terminal:
+                return None
+            update: dict[str, object] = {
+                "status": status,
+                "result": result,
+                "error": error,
+                "finished_at": now,
+            }
+            if status is JobStatus.SUCCEEDED:
+                planned = current.progress.samples_planned
+                update["progress"] = Progress(samples_done=planned, samples_planned=planned)
+            return current.model_copy(update=update)
+
+        stored = self.store.update_job(job.id, finish)
+        final = stored if stored is not None else job.model_copy(update={"status": status})
+        self._record_end(final)
+        return final.status
+
+    def _record_end(self, job: JobRecord) -> None:
+        self.store.delete_image(job.image_key)
+        metrics.JOBS.labels(state=job.status.value).inc()
+        if job.result is not None:
+            self._record_certificates(job.model_id, job.result)
+        logger.info(
+            "event=job_finished job_id=%s status=%s error_code=%s attempts=%d",
+            job.id,
+            job.status.value,
+            job.error.code if job.error else "-",
+            job.attempts,
+        )
+
+    @staticmethod
+    def _record_certificates(model_id: str, report: CertificationReport) -> None:
+        for method, certificate in report.certificates.items():
+            metrics.CERTIFICATES.labels(model=model_id, method=method.value).inc()
+            # Created at zero with its first certificate, so the abstention rate is 0, not absent.
+            abstentions = metrics.ABSTENTIONS.labels(model=model_id, method=method.value)
+            if certificate.abstained:
+                abstentions.inc()
+            else:
+                metrics.CERTIFIED_RADIUS.labels(model=model_id, method=method.value).observe(
+                    certificate.radius
+                )
+            if method is not CertificationMethod.MARGIN:
+                metrics.NOISY_SAMPLES.labels(model=model_id).inc(certificate.details["samples"])
