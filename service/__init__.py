@@ -1,0 +1,1 @@
+"""The HyCAS Certify gateway: FastAPI routes, schemas, settings, image decoding, metrics, CLI."""

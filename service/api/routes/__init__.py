@@ -1,0 +1,1 @@
+"""One router per resource: certify/jobs, batches, models, health, metrics."""

@@ -1,0 +1,61 @@
+"""``POST /v1/certify`` and the job resource ``/v1/jobs/{job_id}``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import CallerDep, JobServiceDep, SettingsDep
+from service.api.openapi import BINARY, request_body
+from service.schemas import CertifyRequest, ErrorResponse, JobResource
+from service.uploads import parse_certify_request
+
+router = APIRouter(prefix="/v1", tags=["certify"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422)}
+
+
+@router.post(
+    "/certify",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobResource,
+    responses={200: {"model": JobResource, "description": "finished within `wait`"}, **ERRORS},
+    openapi_extra=request_body(CertifyRequest, {"file": BINARY}),
+    summary="Certify one image",
+)
+async def certify(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    jobs: JobServiceDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        float | None, Query(ge=0, description="seconds to wait for the result (200 if done)")
+    ] = None,
+) -> JobResource:
+    model, options, upload = await parse_certify_request(request, settings.max_upload_bytes)
+    job = await run_in_threadpool(jobs.submit, model, options, upload, caller)
+    if wait:
+        job = await jobs.wait_for(job.id, caller, wait)
+        if job.status.is_terminal:
+            response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobResource.from_record(job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobResource, responses=ERRORS, summary="A job")
+def get_job(job_id: str, caller: CallerDep, jobs: JobServiceDep) -> JobResource:
+    return JobResource.from_record(jobs.job(job_id, caller))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobResource,
+    responses=ERRORS,
+    summary="Cancel a job (queued: at once; running: at its next batch)",
+)
+def cancel_job(job_id: str, caller: CallerDep, jobs: JobServiceDep) -> JobResource:
+    return JobResource.from_record(jobs.cancel(job_id, caller))

@@ -1,0 +1,202 @@
+"""``hycas serve``, ``hycas worker`` and ``hycas certify``: the service's commands.
+
+Heavy imports (torch, FastAPI, Celery) happen inside the handlers, so ``hycas --help``
+stays fast and ``PROMETHEUS_MULTIPROC_DIR`` is set before prometheus-client is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _use_metrics_dir(directory: Path | None) -> None:
+    """Multiprocess metrics in ``directory`` for this process and the ones it starts."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.core.config import Settings
+    from service.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    _use_metrics_dir(settings.metrics_dir)
+    uvicorn.run(
+        "service.main:app",
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from service.core.config import Settings
+
+    settings = Settings()
+    if settings.redis_url is None:
+        print(
+            "hycas: error: a worker needs HYCAS_REDIS_URL (e.g. redis://127.0.0.1:6379/0); "
+            "without it `hycas serve` runs jobs itself",
+            file=sys.stderr,
+        )
+        return 2
+    metrics_port = args.metrics_port or settings.worker_metrics_port
+    metrics_dir = settings.metrics_dir
+    if metrics_port is not None and metrics_dir is None:
+        # The pool's processes write their metrics here; the port serves their sum.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="hycas-worker-metrics-"))
+    _use_metrics_dir(metrics_dir)
+
+    from workers.app import app
+
+    if metrics_port is not None:
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(metrics_port, registry=registry)
+    argv = [
+        "worker",
+        f"--concurrency={args.concurrency or settings.worker_pool_size}",
+        f"--pool={args.pool}",
+        f"--loglevel={settings.log_level}",
+        f"--queues={settings.queue_name}",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return 0
+
+
+def _print_report(report: object) -> None:
+    from workers.certification import CertificationReport
+
+    assert isinstance(report, CertificationReport)
+    model = report.provenance.model
+    print(f"model      {model.id} v{model.version} (sha256 {model.sha256[:12]}…)")
+    print(f"input      {report.input.format} {report.input.original_shape} → {report.input.shape}")
+    for step in report.input.transforms:
+        print(f"             {step}")
+    prediction = report.prediction
+    if prediction.label is None:
+        print("prediction none: every certificate abstained")
+    else:
+        print(f"prediction {prediction.label} ({prediction.class_name}) by {prediction.method}")
+    for method, certificate in report.certificates.items():
+        label = "abstain" if certificate.label is None else f"label {certificate.label}"
+        print(
+            f"{method.value:<10} {label:<10} radius {certificate.radius:.4f} "
+            f"({certificate.classifier}; {certificate.seconds:.2f} s)"
+        )
+        print(f"             {certificate.guarantee}")
+    print(f"seed       {report.provenance.seed}")
+
+
+def run_certify(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.core.config import Settings
+    from service.errors import ServiceError
+    from service.schemas import CertifyOptions
+    from service.submission import decode_upload, resolve_parameters
+    from service.uploads import ImageUpload
+    from workers.certification import certify_image
+    from workers.model_cache import ModelCache, RepositorySource, UnknownModelError
+
+    settings = Settings()
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as error:
+        print(f"hycas: error: cannot read {args.image}: {error.strerror}", file=sys.stderr)
+        return 2
+    models = ModelCache(RepositorySource(settings.model_repository), settings.device)
+    try:
+        loaded = models.get(args.model, args.model_version)
+        options = CertifyOptions(
+            methods=args.methods,
+            sigma=args.sigma,
+            alpha=args.alpha,
+            n0=args.n0,
+            n=args.n,
+            batch_size=args.batch_size,
+            ensemble=args.ensemble,
+            target_radius=args.target_radius,
+            seed=args.seed,
+        )
+        parameters = resolve_parameters(options, loaded, settings)
+        upload = ImageUpload(data=data, array=None, filename=Path(args.image).name)
+        decoded = decode_upload(upload, loaded, settings.max_image_pixels)
+    except (ServiceError, UnknownModelError, ValidationError) as error:
+        print(f"hycas: error: {error}", file=sys.stderr)
+        return 2
+    import torch
+
+    report = certify_image(
+        loaded, torch.from_numpy(decoded.tensor), parameters, decoded.description
+    )
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _methods(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    """``serve``, ``worker`` and ``certify`` on the ``hycas`` parser."""
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API (embedded job runner unless HYCAS_REDIS_URL is set)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.set_defaults(handler=run_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery certification worker (needs Redis)")
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="processes (default HYCAS_WORKER_POOL_SIZE)"
+    )
+    worker.add_argument(
+        "--pool", choices=["prefork", "solo", "threads"], default="prefork", help="Celery pool"
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics here (HYCAS_WORKER_METRICS_PORT)",
+    )
+    worker.add_argument("--hostname", default=None, help="Celery node name")
+    worker.set_defaults(handler=run_worker)
+
+    certify = sub.add_parser("certify", help="certify one image file with a model, no server")
+    certify.add_argument("image", help="PNG, JPEG, NPY or DICOM file")
+    certify.add_argument("--model", required=True, help="model id, e.g. digits-hycas")
+    certify.add_argument("--model-version", default=None, help="default: the latest")
+    certify.add_argument(
+        "--methods", type=_methods, default=None, help="comma-separated (default smoothing,margin)"
+    )
+    certify.add_argument("--sigma", type=float, default=None, help="default: the card's sigma")
+    certify.add_argument("--alpha", type=float, default=None)
+    certify.add_argument("--n0", type=int, default=None)
+    certify.add_argument("--n", type=int, default=None)
+    certify.add_argument("--batch-size", type=int, default=None)
+    certify.add_argument("--ensemble", type=int, default=None)
+    certify.add_argument("--target-radius", type=float, default=None)
+    certify.add_argument("--seed", type=int, default=None)
+    certify.add_argument("--json", action="store_true", help="print the full result as JSON")
+    certify.set_defaults(handler=run_certify)

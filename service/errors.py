@@ -1,0 +1,159 @@
+"""Every refusal the API makes, and the one place that turns them into JSON responses.
+
+A request the service cannot serve gets ``{"error": {"code", "message"}}`` with a 4xx status
+and a message a person can act on; only an unexpected exception (a bug) becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A refusal with an HTTP status, a stable machine-readable code and a human message."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class MalformedJSON(ServiceError):
+    status_code = 400
+    code = "malformed_json"
+
+
+class MissingAPIKey(ServiceError):
+    status_code = 401
+    code = "missing_api_key"
+
+
+class InvalidAPIKey(ServiceError):
+    status_code = 401
+    code = "invalid_api_key"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    code = "unknown_model"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status_code = 413
+    code = "image_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class MissingDICOMCodec(ServiceError):
+    status_code = 415
+    code = "dicom_codec_missing"
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class NotAnImage(ServiceError):
+    status_code = 422
+    code = "not_an_image"
+
+
+class TruncatedImage(ServiceError):
+    status_code = 422
+    code = "truncated_image"
+
+
+class InvalidImage(ServiceError):
+    status_code = 422
+    code = "invalid_image"
+
+
+class UnsupportedSigma(ServiceError):
+    status_code = 422
+    code = "unsupported_sigma"
+
+
+class ParameterOutOfBounds(ServiceError):
+    status_code = 422
+    code = "parameter_out_of_bounds"
+
+
+class ServiceUnavailable(ServiceError):
+    status_code = 503
+    code = "unavailable"
+
+
+def error_response(status_code: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content={"error": {"code": code, "message": message}}
+    )
+
+
+def _describe_validation_errors(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query"))
+        parts.append(f"{location or 'request'}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request is invalid"
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to the JSON error shape: here and nowhere else."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return error_response(error.status_code, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(422, InvalidRequest.code, _describe_validation_errors(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
+        return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        logger.error(
+            "event=unhandled_error method=%s path=%s error=%s",
+            request.method,
+            request.url.path,
+            type(error).__name__,
+            exc_info=error,
+        )
+        return error_response(500, "internal_error", "an unexpected error occurred")

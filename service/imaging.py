@@ -1,0 +1,415 @@
+"""Bytes or arrays in, the model's input out: a float32 ``[C, H, W]`` tensor in ``[0, 1]``.
+
+Accepted: PNG and JPEG (Pillow), ``.npy`` (NumPy, no pickle), DICOM (pydicom) and nested
+arrays from JSON. The format is recognised from the content, not from the file name. Every
+step is recorded in :class:`DecodedImage.transforms`, and the certified radius lives in the
+returned tensor's space. Decoding never logs and never copies pixel values or DICOM header
+values (patient tags) into messages.
+
+DICOM: the first frame of a multi-frame object; the modality LUT or rescale slope/intercept;
+the first VOI window when the file has one (PS3.3 C.11.2.1.2), else the frame's own value
+range; MONOCHROME1 inverted so that bright means high; colour converted to RGB by pydicom.
+Compressed transfer syntaxes need codecs (the ``dicom`` extra); a missing one is a 415.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+import pydicom.errors
+import torch
+from PIL import Image, UnidentifiedImageError
+from pydicom.pixels import apply_modality_lut, get_decoder
+
+from service.errors import (
+    ImageTooLarge,
+    InvalidImage,
+    MissingDICOMCodec,
+    NotAnImage,
+    TruncatedImage,
+    UnsupportedMediaType,
+)
+from workers.certification import InputDescription
+
+# pydicom's own warnings and log records can quote element values (patient names among them).
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+DICOM_CODECS_HINT = "install the optional codecs: pip install 'hycas-certify[dicom]'"
+
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"\x93NUMPY": "npy",
+}
+_UNSUPPORTED_MAGIC = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"%PDF": "PDF",
+}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """The model's input and the record of how it was obtained (no pixel data in the record)."""
+
+    tensor: np.ndarray
+    """float32 ``[C, H, W]`` with values in ``[0, 1]`` at the model's input shape."""
+    description: InputDescription
+
+
+def sniff_format(data: bytes) -> str:
+    """``png``, ``jpeg``, ``npy`` or ``dicom`` from the leading bytes; refuse anything else."""
+    if len(data) == 0:
+        raise NotAnImage("the file is empty")
+    for magic, name in _MAGIC.items():
+        if data.startswith(magic):
+            return name
+    if data[128:132] == b"DICM":
+        return "dicom"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        raise UnsupportedMediaType("WebP images are not supported; send PNG, JPEG, NPY or DICOM")
+    for magic, name in _UNSUPPORTED_MAGIC.items():
+        if data.startswith(magic):
+            raise UnsupportedMediaType(
+                f"{name} files are not supported; send PNG, JPEG, NPY or DICOM (Part 10, with "
+                "the 'DICM' preamble)"
+            )
+    raise NotAnImage(
+        "the file is not a PNG, JPEG, NPY or DICOM image (its first bytes match none of them)"
+    )
+
+
+def _check_pixels(height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}×{height} ({height * width:,} pixels); the limit is "
+            f"{max_pixels:,} pixels"
+        )
+
+
+def _has_end_marker(data: bytes, format_name: str) -> bool:
+    """Whether the file ends as a complete one does: PNG's IEND chunk, JPEG's EOI marker."""
+    if format_name == "png":
+        return b"IEND" in data[-12:]
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """PNG or JPEG → ``[H, W]`` or ``[H, W, C]`` floats in ``[0, 1]`` and what was done."""
+    label = format_name.upper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[label])
+            width, height = image.size
+            _check_pixels(height, width, max_pixels)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"the {label} is a decompression bomb; refused") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if not _has_end_marker(data, format_name) or "truncated" in str(error).lower():
+            raise TruncatedImage(f"the {label} file is truncated; send the whole file") from None
+        if isinstance(error, UnidentifiedImageError):
+            raise InvalidImage(f"the {label} file could not be decoded (corrupt header)") from None
+        raise InvalidImage(f"the {label} file could not be decoded ({error})") from None
+
+    steps = [f"decoded {label} {width}×{height} mode {image.mode}"]
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(image, dtype=np.float64) / 65535.0, [*steps, "scaled 16-bit by 1/65535"]
+    if image.mode in ("I", "F"):
+        raise InvalidImage(
+            f"{label} mode {image.mode} (32-bit) is not supported; send 8- or 16-bit images"
+        )
+    if image.mode not in ("L", "RGB"):
+        has_alpha = "A" in image.mode or "transparency" in image.info
+        target = "L" if image.mode in ("1", "LA", "I;16") else "RGB"
+        image = image.convert(target)
+        steps.append(f"converted to {target}" + (" (alpha dropped)" if has_alpha else ""))
+    return np.asarray(image, dtype=np.float64) / 255.0, [*steps, "scaled 8-bit by 1/255"]
+
+
+def _decode_npy(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise InvalidImage("object arrays (pickled .npy) are refused") from None
+        raise TruncatedImage(f"the .npy file is truncated or corrupt ({error})") from None
+    except (EOFError, OSError) as error:
+        raise TruncatedImage(f"the .npy file is truncated or corrupt ({error})") from None
+    return _scale_array(array, "npy", max_pixels)
+
+
+def _channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether a 3-D image array is ``[H, W, C]``: a channel count last and not first."""
+    return len(shape) == 3 and shape[0] not in (1, 3, 4) and shape[-1] in (1, 3, 4)
+
+
+def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    if _channels_last(shape):
+        return int(shape[0]), int(shape[1])
+    return int(shape[1]), int(shape[2])
+
+
+def _scale_array(array: np.ndarray, source: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """A numeric array as floats in ``[0, 1]``: floats as they are, 8/16-bit ints rescaled."""
+    steps = [f"read {source} array of shape {tuple(array.shape)} dtype {array.dtype}"]
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise InvalidImage(
+            f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {array.shape}"
+        )
+    height, width = _spatial_shape(array.shape)
+    _check_pixels(height, width, max_pixels)
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0, [*steps, "scaled uint8 by 1/255"]
+    if array.dtype == np.uint16:
+        return array.astype(np.float64) / 65535.0, [*steps, "scaled uint16 by 1/65535"]
+    if array.dtype == np.bool_:
+        return array.astype(np.float64), steps
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidImage(
+            f"array dtype {array.dtype} is not supported; send floats in [0, 1], uint8 or uint16"
+        )
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidImage("the array contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+        raise InvalidImage(
+            f"float arrays must have values in [0, 1]; got values in [{low:.6g}, {high:.6g}]"
+        )
+    return values, steps
+
+
+def array_from_json(nested: Any, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """A JSON nested list of numbers in ``[0, 1]`` (``[H, W]``, ``[C, H, W]`` or ``[H, W, C]``)."""
+    try:
+        array = np.asarray(nested, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidImage(
+            "image must be a rectangular nested array of numbers ([H, W], [C, H, W] or [H, W, C])"
+        ) from None
+    return _scale_array(array, "JSON", max_pixels)
+
+
+def _first_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    center, width = ds["WindowCenter"].value, ds["WindowWidth"].value
+    center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
+    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    return float(center), float(width)
+
+
+def apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """The DICOM VOI window (PS3.3 C.11.2.1.2–3) mapped straight to ``[0, 1]``."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    # LINEAR: the standard's half-pixel offsets, c − 0.5 and w − 1.
+    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _read_dicom(data: bytes) -> pydicom.Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data))
+    except (EOFError, pydicom.errors.BytesLengthException):
+        raise TruncatedImage("the DICOM file is truncated; send the whole file") from None
+    except (pydicom.errors.InvalidDicomError, ValueError, KeyError, TypeError, OSError):
+        raise InvalidImage("the DICOM file could not be parsed") from None
+
+
+def _header_int(ds: pydicom.Dataset, keyword: str, default: int) -> int:
+    """An integer element of the header; an unreadable one is refused (its value unquoted)."""
+    try:
+        return int(ds.get(keyword, default))
+    except (TypeError, ValueError):
+        raise InvalidImage(f"the DICOM element {keyword} has an invalid value") from None
+
+
+def _dicom_frame(ds: pydicom.Dataset, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    if "PixelData" not in ds:
+        if "Rows" in ds:
+            raise TruncatedImage("the DICOM file ends before its pixel data; send the whole file")
+        raise NotAnImage("the DICOM object has no pixel data (not an image: a report or plan?)")
+    rows, columns = _header_int(ds, "Rows", 0), _header_int(ds, "Columns", 0)
+    if rows < 1 or columns < 1:
+        raise InvalidImage("the DICOM image has no Rows/Columns")
+    _check_pixels(rows, columns, max_pixels)
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise InvalidImage("the DICOM file has no transfer syntax in its file meta")
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise UnsupportedMediaType(
+            f"DICOM transfer syntax {syntax.name} ({syntax}) is not supported"
+        ) from None
+    if not decoder.is_available:
+        raise MissingDICOMCodec(
+            f"DICOM transfer syntax {syntax.name} ({syntax}) needs a codec that is not "
+            f"installed; {DICOM_CODECS_HINT}"
+        )
+    frames = _header_int(ds, "NumberOfFrames", 1) or 1
+    steps = [f"decoded DICOM {columns}×{rows} {ds.get('PhotometricInterpretation', '?')}"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = ds.pixel_array if frames == 1 else pydicom.pixels.pixel_array(ds, index=0)
+    except RuntimeError as error:
+        raise MissingDICOMCodec(
+            f"the installed codecs cannot decode DICOM transfer syntax {syntax.name} ({error}); "
+            f"{DICOM_CODECS_HINT}"
+        ) from None
+    except (ValueError, EOFError) as error:
+        if "less than expected" in str(error) or isinstance(error, EOFError):
+            raise TruncatedImage("the DICOM pixel data is truncated; send the whole file") from None
+        raise InvalidImage(f"the DICOM pixel data could not be decoded ({error})") from None
+    if frames > 1:
+        steps.append(f"used frame 1 of {frames}")
+    return frame, steps
+
+
+def _dicom_to_unit_range(
+    ds: pydicom.Dataset, frame: np.ndarray, steps: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise UnsupportedMediaType(
+                f"DICOM photometric interpretation {photometric} is not supported; send "
+                "MONOCHROME1, MONOCHROME2, RGB or YBR images"
+            )
+        maximum = float(2 ** _header_int(ds, "BitsStored", 8) - 1)
+        return frame.astype(np.float64) / maximum, [*steps, f"scaled RGB by 1/{maximum:g}"]
+
+    values = apply_modality_lut(frame, ds).astype(np.float64)
+    if "ModalityLUTSequence" in ds:
+        steps.append("applied the modality LUT")
+    elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        steps.append(
+            f"applied rescale slope {float(ds.get('RescaleSlope', 1)):g} "
+            f"intercept {float(ds.get('RescaleIntercept', 0)):g}"
+        )
+    window = _first_window(ds)
+    if window is not None and window[1] > 1.0:
+        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+        values = apply_window(values, window[0], window[1], function)
+        steps.append(f"applied window center {window[0]:g} width {window[1]:g} ({function})")
+    else:
+        low, high = float(values.min()), float(values.max())
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        steps.append(f"no usable window: scaled the value range [{low:g}, {high:g}] to [0, 1]")
+    if photometric == "MONOCHROME1":
+        values = 1.0 - values
+        steps.append("inverted MONOCHROME1 (bright = high)")
+    return values, steps
+
+
+def _to_model_input(
+    values: np.ndarray, input_shape: tuple[int, int, int], steps: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """``[H, W]``, ``[C, H, W]`` or ``[H, W, C]`` floats → float32 ``[C, H, W]`` of the model."""
+    channels, height, width = input_shape
+    if values.ndim == 2:
+        values = values[np.newaxis]
+    elif _channels_last(values.shape):
+        values = np.moveaxis(values, -1, 0)
+        steps.append("moved channels first")
+    if values.shape[0] == 4:
+        values = values[:3]
+        steps.append("dropped the 4th (alpha) channel")
+    if values.shape[0] not in (1, 3):
+        raise InvalidImage(f"an image needs 1, 3 or 4 channels; got shape {values.shape}")
+    if values.shape[0] == 3 and channels == 1:
+        values = np.tensordot(np.array([0.299, 0.587, 0.114]), values, axes=1)[np.newaxis]
+        steps.append("converted RGB to grayscale (ITU-R BT.601 luma)")
+    elif values.shape[0] == 1 and channels == 3:
+        values = np.repeat(values, 3, axis=0)
+        steps.append("replicated grayscale to 3 channels")
+    elif values.shape[0] != channels:
+        raise InvalidImage(f"the model takes {channels} channels; the image has {values.shape[0]}")
+    if values.shape[1:] != (height, width):
+        tensor = torch.from_numpy(np.ascontiguousarray(values)).unsqueeze(0)
+        antialias = values.shape[1] > height or values.shape[2] > width
+        resized = torch.nn.functional.interpolate(
+            tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias
+        )
+        steps.append(
+            f"resized {values.shape[2]}×{values.shape[1]} to {width}×{height} (bilinear"
+            f"{', antialiased' if antialias else ''}; aspect ratio not kept)"
+        )
+        values = resized.squeeze(0).numpy()
+    return np.clip(values, 0.0, 1.0).astype(np.float32), steps
+
+
+def _describe(
+    tensor: np.ndarray,
+    format_name: str,
+    original_shape: tuple[int, ...],
+    received_sha256: str,
+    steps: list[str],
+) -> DecodedImage:
+    tensor = np.ascontiguousarray(tensor)
+    return DecodedImage(
+        tensor=tensor,
+        description=InputDescription(
+            format=format_name,
+            original_shape=original_shape,
+            shape=tuple(int(d) for d in tensor.shape),  # type: ignore[arg-type]
+            transforms=tuple(steps),
+            sha256=received_sha256,
+            tensor_sha256=hashlib.sha256(tensor.tobytes()).hexdigest(),
+        ),
+    )
+
+
+def decode_image(
+    data: bytes, input_shape: tuple[int, int, int], *, max_pixels: int
+) -> DecodedImage:
+    """Decode an uploaded file to the model's input; refusals are 4xx :class:`ServiceError`."""
+    format_name = sniff_format(data)
+    if format_name in ("png", "jpeg"):
+        values, steps = _decode_raster(data, format_name, max_pixels)
+    elif format_name == "npy":
+        values, steps = _decode_npy(data, max_pixels)
+    else:
+        ds = _read_dicom(data)
+        frame, steps = _dicom_frame(ds, max_pixels)
+        try:
+            values, steps = _dicom_to_unit_range(ds, frame, steps)
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise InvalidImage(
+                "the DICOM header's rescale, LUT or window values cannot be applied"
+            ) from None
+    original_shape = tuple(int(d) for d in values.shape)
+    tensor, steps = _to_model_input(values, input_shape, steps)
+    received = hashlib.sha256(data).hexdigest()
+    return _describe(tensor, format_name, original_shape, received, steps)
+
+
+def decode_array(
+    nested: Any, input_shape: tuple[int, int, int], *, max_pixels: int
+) -> DecodedImage:
+    """A JSON nested array to the model's input (its hash is over the canonical float64 bytes)."""
+    values, steps = array_from_json(nested, max_pixels)
+    original_shape = tuple(int(d) for d in values.shape)
+    received = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+    tensor, steps = _to_model_input(values, input_shape, steps)
+    return _describe(tensor, "array", original_shape, received, steps)

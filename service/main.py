@@ -1,0 +1,50 @@
+"""The FastAPI app: ``create_app(settings)`` builds one; ``app`` is built from the environment.
+
+Run it with ``hycas serve`` (or ``uvicorn service.main:app``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api.routes import batches, health, jobs, metrics, models
+from service.core.config import Settings
+from service.errors import install_error_handlers
+from service.metrics import RequestMetricsMiddleware
+from service.runtime import create_runtime
+from workers.model_cache import ModelSource
+from workers.version import package_version
+
+
+def create_app(
+    settings: Settings | None = None, model_source: ModelSource | None = None
+) -> FastAPI:
+    """The API for ``settings`` (default: from the environment); models from ``model_source``
+    (default: the model repository)."""
+    settings = settings or Settings()
+    runtime = create_runtime(settings, model_source)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="HyCAS Certify",
+        version=package_version(),
+        description="Certified L2 robustness of image classifiers: randomized smoothing and "
+        "Lipschitz margin certificates for HyCAS models.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware)
+    for router in (jobs.router, batches.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,57 @@
+"""What the gateway runs on, built once per app from its settings.
+
+Embedded mode (no ``HYCAS_REDIS_URL``): an in-memory store and a pool of job threads in this
+process, sharing its model cache. Distributed mode: the Redis store and the Celery queue;
+the gateway loads models only to read their cards and input shapes (on the CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.core.config import Settings
+from service.submission import JobService
+from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
+from workers.model_cache import ModelCache, ModelSource, RepositorySource
+from workers.runner import JobRunner
+from workers.store import InMemoryJobStore, JobStore, RedisJobStore, StoreLifetimes
+
+
+@dataclass
+class ServiceRuntime:
+    settings: Settings
+    store: JobStore
+    dispatcher: JobDispatcher
+    models: ModelCache
+    jobs: JobService
+
+    @property
+    def mode(self) -> str:
+        return "distributed" if self.settings.distributed else "embedded"
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+
+def create_runtime(settings: Settings, model_source: ModelSource | None = None) -> ServiceRuntime:
+    """``model_source``: where models come from; default: the repository of the settings."""
+    source = model_source or RepositorySource(settings.model_repository)
+    store: JobStore
+    dispatcher: JobDispatcher
+    if settings.redis_url is None:
+        models = ModelCache(source, settings.device)
+        store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
+        runner = JobRunner(
+            store,
+            models,
+            time_limit_seconds=settings.task_time_limit_seconds,
+            max_attempts=settings.task_max_attempts,
+        )
+        dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
+    else:
+        models = ModelCache(source, "cpu")
+        redis_store = RedisJobStore.from_settings(settings)
+        store = redis_store
+        dispatcher = CeleryDispatcher(settings, redis_store.client)
+    jobs = JobService(settings, store, dispatcher, models)
+    return ServiceRuntime(settings, store, dispatcher, models, jobs)

@@ -1,0 +1,256 @@
+"""Jobs and batches as the API sees them: validate, decode, store by reference, dispatch.
+
+Everything a route does besides parsing its request lives here, so the routes stay thin
+and the same rules hold for single jobs and batch items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from certify.seeds import fresh_seed
+from service.auth import may_access
+from service.core.config import Settings
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ParameterOutOfBounds,
+    ServiceError,
+    UnknownModel,
+    UnsupportedSigma,
+)
+from service.imaging import DecodedImage, decode_array, decode_image
+from service.schemas import CertifyOptions
+from service.uploads import ImageUpload
+from workers import metrics
+from workers.certification import DEFAULT_METHODS, CertificationMethod, CertificationParameters
+from workers.dispatch import JobDispatcher
+from workers.jobs import BatchItem, BatchRecord, JobRecord, JobStatus, Progress
+from workers.model_cache import LoadedModel, ModelCache, UnknownModelError
+from workers.store import JobStore
+
+logger = logging.getLogger(__name__)
+
+WAIT_POLL_SECONDS = 0.05
+
+
+def _bounded(name: str, requested: int | None, default: int, upper: int, setting: str) -> int:
+    value = default if requested is None else requested
+    if not 1 <= value <= upper:
+        raise ParameterOutOfBounds(
+            f"{name}={value} is out of bounds; it must lie in [1, {upper:,}] ({setting})"
+        )
+    return value
+
+
+def resolve_parameters(
+    options: CertifyOptions, loaded: LoadedModel, settings: Settings
+) -> CertificationParameters:
+    """The options completed with the card's sigma and the defaults, held to the bounds."""
+    methods = options.methods or DEFAULT_METHODS
+    if len(set(methods)) != len(methods):
+        raise InvalidRequest(f"methods lists a method twice: {[m.value for m in methods]}")
+    sigma = loaded.sigmas[0] if options.sigma is None else options.sigma
+    if sigma not in loaded.sigmas:
+        raise UnsupportedSigma(
+            f"sigma={sigma:g} is not supported by {loaded.model_id} v{loaded.version}; "
+            f"its card supports {', '.join(f'{s:g}' for s in loaded.sigmas)}"
+        )
+    alpha = settings.default_alpha if options.alpha is None else options.alpha
+    if not 0.0 < alpha < 0.5:
+        raise ParameterOutOfBounds(f"alpha={alpha:g} is out of bounds; it must lie in (0, 0.5)")
+    target_radius = options.target_radius
+    if CertificationMethod.RADIUS_TEST in methods and target_radius is None:
+        raise InvalidRequest("the radius_test method needs target_radius (an L2 radius)")
+    return CertificationParameters(
+        methods=tuple(methods),
+        sigma=sigma,
+        alpha=alpha,
+        n0=_bounded("n0", options.n0, settings.default_n0, settings.max_n0, "HYCAS_MAX_N0"),
+        n=_bounded("n", options.n, settings.default_n, settings.max_n, "HYCAS_MAX_N"),
+        batch_size=_bounded(
+            "batch_size",
+            options.batch_size,
+            settings.default_batch_size,
+            settings.max_batch_size,
+            "HYCAS_MAX_BATCH_SIZE",
+        ),
+        ensemble=_bounded(
+            "ensemble",
+            options.ensemble,
+            settings.default_ensemble,
+            settings.max_ensemble,
+            "HYCAS_MAX_ENSEMBLE",
+        ),
+        target_radius=target_radius,
+        seed=fresh_seed() if options.seed is None else options.seed,
+    )
+
+
+def decode_upload(upload: ImageUpload, loaded: LoadedModel, max_pixels: int) -> DecodedImage:
+    """The uploaded file or JSON array as the model's input."""
+    if upload.data is not None:
+        return decode_image(upload.data, loaded.input_shape, max_pixels=max_pixels)
+    return decode_array(upload.array, loaded.input_shape, max_pixels=max_pixels)
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        dispatcher: JobDispatcher,
+        models: ModelCache,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.models = models
+
+    def model(self, model_id: str, version: str | None = None) -> LoadedModel:
+        try:
+            return self.models.get(model_id, version)
+        except UnknownModelError as error:
+            raise UnknownModel(str(error)) from None
+
+    def _new_job(
+        self,
+        decoded: DecodedImage,
+        loaded: LoadedModel,
+        parameters: CertificationParameters,
+        owner: str | None,
+        batch_id: str | None,
+    ) -> JobRecord:
+        job_id = uuid.uuid4().hex
+        self.store.save_image(job_id, decoded.tensor)
+        job = JobRecord(
+            id=job_id,
+            model_id=loaded.model_id,
+            model_version=loaded.version,
+            parameters=parameters,
+            input=decoded.description,
+            image_key=job_id,
+            owner=owner,
+            batch_id=batch_id,
+            progress=Progress(samples_planned=parameters.total_samples_planned),
+        )
+        self.store.create_job(job)
+        return job
+
+    def _dispatch(self, job: JobRecord) -> None:
+        self.dispatcher.dispatch(job.id)
+        metrics.JOBS.labels(state=JobStatus.QUEUED.value).inc()
+        logger.info(
+            "event=job_queued job_id=%s batch_id=%s model=%s version=%s format=%s shape=%s "
+            "input_sha256=%s methods=%s n=%d",
+            job.id,
+            job.batch_id or "-",
+            job.model_id,
+            job.model_version,
+            job.input.format,
+            "x".join(map(str, job.input.shape)),
+            job.input.sha256,
+            ",".join(m.value for m in job.parameters.methods),
+            job.parameters.n,
+        )
+
+    def submit(
+        self, model_id: str, options: CertifyOptions, upload: ImageUpload, owner: str | None
+    ) -> JobRecord:
+        loaded = self.model(model_id, options.version)
+        parameters = resolve_parameters(options, loaded, self.settings)
+        decoded = decode_upload(upload, loaded, self.settings.max_image_pixels)
+        job = self._new_job(decoded, loaded, parameters, owner, batch_id=None)
+        self._dispatch(job)
+        return job
+
+    def submit_batch(
+        self,
+        model_id: str,
+        options: CertifyOptions,
+        uploads: list[ImageUpload],
+        owner: str | None,
+    ) -> BatchRecord:
+        """All images are decoded before any job is stored: a bad item refuses the batch."""
+        loaded = self.model(model_id, options.version)
+        parameters = resolve_parameters(options, loaded, self.settings)
+        decoded = []
+        for index, upload in enumerate(uploads):
+            try:
+                decoded.append(decode_upload(upload, loaded, self.settings.max_image_pixels))
+            except ServiceError as error:
+                error.message = f"image {index}: {error.message}"
+                raise
+        batch_id = uuid.uuid4().hex
+        jobs = [self._new_job(d, loaded, parameters, owner, batch_id) for d in decoded]
+        batch = BatchRecord(
+            id=batch_id,
+            model_id=loaded.model_id,
+            model_version=loaded.version,
+            owner=owner,
+            items=tuple(
+                BatchItem(index=index, job_id=job.id, filename=upload.filename)
+                for index, (job, upload) in enumerate(zip(jobs, uploads, strict=True))
+            ),
+        )
+        self.store.create_batch(batch)
+        for job in jobs:
+            self._dispatch(job)
+        return batch
+
+    def job(self, job_id: str, owner: str | None) -> JobRecord:
+        job = self.store.get_job(job_id)
+        if job is None or not may_access(job.owner, owner):
+            raise NotFound(f"no job {job_id} (it never existed, expired, or is not yours)")
+        return job
+
+    async def wait_for(self, job_id: str, owner: str | None, seconds: float) -> JobRecord:
+        """The job once it finished, or as it is after ``seconds``."""
+        deadline = time.monotonic() + min(seconds, self.settings.max_wait_seconds)
+        job = self.job(job_id, owner)
+        while not job.status.is_terminal and time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            job = await asyncio.to_thread(self.job, job_id, owner)
+        return job
+
+    def cancel(self, job_id: str, owner: str | None) -> JobRecord:
+        """A queued job is cancelled now; a running one stops at its next batch."""
+        self.job(job_id, owner)
+        now = time.time()
+        cancelled_while_queued = False
+
+        def request_cancel(job: JobRecord) -> JobRecord | None:
+            nonlocal cancelled_while_queued
+            cancelled_while_queued = False
+            if job.status.is_terminal or job.cancel_requested:
+                return None
+            if job.status is JobStatus.QUEUED:
+                cancelled_while_queued = True
+                update = {"status": JobStatus.CANCELLED, "finished_at": now}
+                return job.model_copy(update={**update, "cancel_requested": True})
+            return job.model_copy(update={"cancel_requested": True})
+
+        job = self.store.update_job(job_id, request_cancel)
+        if job is None:
+            raise NotFound(f"no job {job_id} (it expired)")
+        if job.status.is_terminal and not job.cancel_requested:
+            raise Conflict(
+                f"job {job_id} already {job.status.value}; only queued or running jobs can be "
+                "cancelled",
+                code="job_finished",
+            )
+        if cancelled_while_queued:
+            self.store.delete_image(job.image_key)
+            metrics.JOBS.labels(state=JobStatus.CANCELLED.value).inc()
+        logger.info("event=job_cancel_requested job_id=%s status=%s", job.id, job.status.value)
+        return job
+
+    def batch(self, batch_id: str, owner: str | None) -> tuple[BatchRecord, list[JobRecord | None]]:
+        batch = self.store.get_batch(batch_id)
+        if batch is None or not may_access(batch.owner, owner):
+            raise NotFound(f"no batch {batch_id} (it never existed, expired, or is not yours)")
+        return batch, self.store.get_jobs([item.job_id for item in batch.items])

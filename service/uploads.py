@@ -1,0 +1,225 @@
+"""Reading certification requests: multipart uploads and JSON bodies, with bounded reads.
+
+The body is counted while it streams in and reading stops at the limit (a lying or missing
+``Content-Length`` changes nothing); each image is then held to ``max_upload_bytes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from service.errors import (
+    InvalidRequest,
+    MalformedJSON,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from service.schemas import BatchRequest, CertifyOptions, CertifyRequest, InlineImage
+
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""Room in a request for the form fields and multipart boundaries around the images."""
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    """One image as received: file bytes, or a nested array from JSON."""
+
+    data: bytes | None
+    array: list[Any] | None
+    filename: str | None
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request is larger than {limit:,} bytes; send a smaller image")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused (413) as soon as more than ``limit`` bytes arrived."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_image_size(size: int, limit: int, index: int | None) -> None:
+    if size > limit:
+        which = "the image" if index is None else f"image {index}"
+        raise PayloadTooLarge(f"{which} is {size:,} bytes; the limit is {limit:,} bytes")
+
+
+async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def _invalid(error: ValidationError) -> InvalidRequest:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{location or 'request'}: {item['msg']}")
+    return InvalidRequest("; ".join(parts))
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _parse_form(
+    request: Request, body: bytes, max_files: int
+) -> tuple[dict[str, Any], dict[str, list[UploadFile]]]:
+    """The form's text fields (repeated names as lists) and its files by field name."""
+    parser = MultiPartParser(request.headers, _one_chunk(body), max_files=max_files, max_fields=64)
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise InvalidRequest(f"the multipart body could not be read: {error.message}") from None
+    fields: dict[str, Any] = {}
+    files: dict[str, list[UploadFile]] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files.setdefault(name, []).append(value)
+        elif name in fields:
+            previous = fields[name]
+            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[name] = value
+    return fields, files
+
+
+async def _uploads_from_files(files: list[UploadFile], limit: int) -> list[ImageUpload]:
+    uploads = []
+    for index, file in enumerate(files):
+        data = await file.read()
+        _check_image_size(len(data), limit, index if len(files) > 1 else None)
+        uploads.append(ImageUpload(data=data, array=None, filename=file.filename))
+    return uploads
+
+
+def _upload_from_inline(image: InlineImage, limit: int, index: int | None) -> ImageUpload:
+    if (image.image_base64 is None) == (image.image is None):
+        where = "" if index is None else f"images.{index}: "
+        raise InvalidRequest(f"{where}send exactly one of image_base64 and image")
+    if image.image_base64 is None:
+        return ImageUpload(data=None, array=image.image, filename=image.filename)
+    _check_image_size(len(image.image_base64) * 3 // 4, limit, index)
+    try:
+        data = base64.b64decode(image.image_base64, validate=True)
+    except (binascii.Error, ValueError):
+        where = "image_base64" if index is None else f"images.{index}.image_base64"
+        raise InvalidRequest(f"{where} is not valid base64") from None
+    _check_image_size(len(data), limit, index)
+    return ImageUpload(data=data, array=None, filename=image.filename)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedJSON(f"the body is not valid JSON: {error}") from None
+
+
+def _unsupported(media_type: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"Content-Type {media_type or '(none)'} is not accepted; send multipart/form-data "
+        "or application/json"
+    )
+
+
+def _form_options(
+    fields: dict[str, Any], files: dict[str, list[UploadFile]], names: tuple[str, ...]
+) -> tuple[str, CertifyOptions]:
+    model = fields.pop("model", None)
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("the form needs a 'model' field (a model id, e.g. digits-hycas)")
+    unknown = sorted((set(fields) | set(files)) - set(CertifyOptions.model_fields) - set(names))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown form field(s) {unknown}; files go in {' or '.join(names)}, parameters "
+            f"are {sorted(CertifyOptions.model_fields)}"
+        )
+    try:
+        return model, CertifyOptions.model_validate(fields)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+async def parse_certify_request(
+    request: Request, max_upload_bytes: int
+) -> tuple[str, CertifyOptions, ImageUpload]:
+    """``POST /v1/certify``: the model id, the options and the one image."""
+    media_type = _media_type(request)
+    body_limit = max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
+    if media_type == "multipart/form-data":
+        body = await read_body(request, body_limit)
+        fields, files = await _parse_form(request, body, max_files=1)
+        model, options = _form_options(fields, files, ("file",))
+        if "file" not in files:
+            raise InvalidRequest("the form needs the image in a 'file' field")
+        (upload,) = await _uploads_from_files(files["file"], max_upload_bytes)
+        return model, options, upload
+    if media_type == "application/json":
+        body = await read_body(request, body_limit)
+        try:
+            parsed = CertifyRequest.model_validate(_json(body))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        upload = _upload_from_inline(parsed, max_upload_bytes, None)
+        options = CertifyOptions.model_validate(
+            parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
+        )
+        return parsed.model, options, upload
+    raise _unsupported(media_type)
+
+
+async def parse_batch_request(
+    request: Request, max_upload_bytes: int, max_images: int
+) -> tuple[str, CertifyOptions, list[ImageUpload]]:
+    """``POST /v1/batches``: the model id, the shared options and the images."""
+    media_type = _media_type(request)
+    body_limit = max_images * (max_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES
+    if media_type == "multipart/form-data":
+        body = await read_body(request, body_limit)
+        fields, files = await _parse_form(request, body, max_files=max_images + 1)
+        model, options = _form_options(fields, files, ("files", "file"))
+        images = files.get("files", []) + files.get("file", [])
+        _check_image_count(len(images), max_images)
+        return model, options, await _uploads_from_files(images, max_upload_bytes)
+    if media_type == "application/json":
+        body = await read_body(request, body_limit)
+        try:
+            parsed = BatchRequest.model_validate(_json(body))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        _check_image_count(len(parsed.images), max_images)
+        uploads = [
+            _upload_from_inline(image, max_upload_bytes, index)
+            for index, image in enumerate(parsed.images)
+        ]
+        options = CertifyOptions.model_validate(
+            parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
+        )
+        return parsed.model, options, uploads
+    raise _unsupported(media_type)
+
+
+def _check_image_count(count: int, max_images: int) -> None:
+    if count == 0:
+        raise InvalidRequest("the batch has no images; send them in 'files' fields")
+    if count > max_images:
+        raise PayloadTooLarge(f"the batch has {count} images; the limit is {max_images}")

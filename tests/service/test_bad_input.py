@@ -1,0 +1,216 @@
+"""Every bad input is a 4xx JSON error with an actionable message, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.main import create_app
+from tests.service.conftest import embedded_settings, png_bytes
+from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
+
+MODEL = {"model": SMALL_MODEL_ID}
+
+
+def gif_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def large_png(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def multipart(data: bytes, filename: str = "x.png", **fields: str) -> dict:
+    return {"files": {"file": (filename, data, "application/octet-stream")}, "data": fields}
+
+
+CASES = {
+    "not an image": (multipart(b"just some text, not pixels", **MODEL), 422, "not_an_image"),
+    "empty file": (multipart(b"", **MODEL), 422, "not_an_image"),
+    "truncated PNG": (multipart(png_bytes()[:60], **MODEL), 422, "truncated_image"),
+    "unsupported type (GIF)": (multipart(gif_bytes(), **MODEL), 415, "unsupported_media_type"),
+    "too many pixels": (multipart(large_png(1100), **MODEL), 413, "image_too_large"),
+    "unknown model": (multipart(png_bytes(), model="no-such-model"), 404, "unknown_model"),
+    "unsupported sigma": (
+        multipart(png_bytes(), sigma="0.5", **MODEL),
+        422,
+        "unsupported_sigma",
+    ),
+    "n too large": (multipart(png_bytes(), n="5000", **MODEL), 422, "parameter_out_of_bounds"),
+    "n zero": (multipart(png_bytes(), n="0", **MODEL), 422, "parameter_out_of_bounds"),
+    "batch_size too large": (
+        multipart(png_bytes(), batch_size="100000", **MODEL),
+        422,
+        "parameter_out_of_bounds",
+    ),
+    "n0 negative": (multipart(png_bytes(), n0="-3", **MODEL), 422, "parameter_out_of_bounds"),
+    "alpha outside (0, 0.5)": (
+        multipart(png_bytes(), alpha="0.7", **MODEL),
+        422,
+        "parameter_out_of_bounds",
+    ),
+    "n not a number": (multipart(png_bytes(), n="many", **MODEL), 422, "invalid_request"),
+    "unknown method": (
+        multipart(png_bytes(), methods="smoothing,guess", **MODEL),
+        422,
+        "invalid_request",
+    ),
+    "radius test without target": (
+        multipart(png_bytes(), methods="radius_test", **MODEL),
+        422,
+        "invalid_request",
+    ),
+    "no model field": (multipart(png_bytes()), 422, "invalid_request"),
+    "unknown form field": (multipart(png_bytes(), colour="red", **MODEL), 422, "invalid_request"),
+    "file under another name": (
+        {"data": MODEL, "files": {"image": ("a.png", png_bytes())}},
+        422,
+        "invalid_request",
+    ),
+    "no file": ({"data": MODEL, "files": {}}, 415, "unsupported_media_type"),
+    "malformed JSON": (
+        {
+            "content": b'{"model": "tiny-hycas", "image": [[0.1, ',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "malformed_json",
+    ),
+    "JSON without an image": ({"json": MODEL}, 422, "invalid_request"),
+    "JSON with two images": (
+        {"json": {**MODEL, "image": [[0.5]], "image_base64": base64.b64encode(b"x").decode()}},
+        422,
+        "invalid_request",
+    ),
+    "invalid base64": ({"json": {**MODEL, "image_base64": "not*base64"}}, 422, "invalid_request"),
+    "ragged nested array": (
+        {"json": {**MODEL, "image": [[0.1, 0.2], [0.3]]}},
+        422,
+        "invalid_image",
+    ),
+    "array values outside [0, 1]": (
+        {"json": {**MODEL, "image": [[0.5, 3.0]]}},
+        422,
+        "invalid_image",
+    ),
+    "array of strings": ({"json": {**MODEL, "image": [["a", "b"]]}}, 422, "invalid_image"),
+    "unknown JSON field": (
+        {"json": {**MODEL, "image": [[0.5]], "colour": 1}},
+        422,
+        "invalid_request",
+    ),
+    "JSON that is not an object": ({"json": [1, 2, 3]}, 422, "invalid_request"),
+    "unsupported content type": (
+        {"content": b"raw", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    "negative wait": ({"json": {**MODEL, "image": [[0.5]]}, "params": {"wait": "-1"}}, 422, None),
+}
+
+
+@pytest.fixture(scope="module")
+def small_limits_client():
+    settings = embedded_settings(max_image_pixels=1000 * 1000, max_n=1000, max_upload_bytes=50_000)
+    with TestClient(create_app(settings, SmallModelSource())) as client:
+        yield client
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_certify_request_is_a_4xx_with_a_message(small_limits_client, case):
+    request, status, code = CASES[case]
+    response = small_limits_client.post("/v1/certify", **request)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    if code is not None:
+        assert error["code"] == code
+    assert len(error["message"]) > 10
+
+
+def test_too_many_bytes_are_counted_while_reading_not_from_the_header(small_limits_client):
+    body = b"x" * 200_000
+
+    def chunks():
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = small_limits_client.post(
+        "/v1/certify",
+        content=chunks(),  # streamed: no Content-Length header at all
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_file_over_the_limit_is_refused_with_its_size(small_limits_client):
+    response = small_limits_client.post(
+        "/v1/certify", **multipart(b"\x93NUMPY" + b"0" * 60_000, **MODEL)
+    )
+    assert response.status_code == 413
+    assert "60,006 bytes; the limit is 50,000 bytes" in response.json()["error"]["message"]
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading(small_limits_client):
+    response = small_limits_client.post(
+        "/v1/certify",
+        content=b"{}",
+        headers={"content-type": "application/json", "content-length": "99999999"},
+    )
+    assert response.status_code == 413
+
+
+def test_a_bad_batch_item_refuses_the_batch_and_names_the_item(small_limits_client):
+    files = [
+        ("files", ("good.png", png_bytes(), "image/png")),
+        ("files", ("bad.png", b"not an image at all", "image/png")),
+    ]
+    response = small_limits_client.post("/v1/batches", files=files, data=MODEL)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("image 1: ")
+
+
+def test_too_many_batch_images_and_empty_batches_are_refused():
+    settings = embedded_settings(max_batch_images=2)
+    with TestClient(create_app(settings, SmallModelSource())) as client:
+        files = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(3)]
+        response = client.post("/v1/batches", files=files, data=MODEL)
+        assert response.status_code == 413
+        assert "3 images; the limit is 2" in response.json()["error"]["message"]
+        response = client.post("/v1/batches", json={**MODEL, "images": []})
+        assert response.status_code == 422
+        response = client.post("/v1/batches", data=MODEL, files={"unused": ("", b"")})
+        assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("get", "/v1/jobs/0123456789abcdef", 404, "not_found"),
+        ("delete", "/v1/jobs/0123456789abcdef", 404, "not_found"),
+        ("get", "/v1/batches/0123456789abcdef", 404, "not_found"),
+        ("get", "/v1/models/no-such-model", 404, "unknown_model"),
+        ("get", "/v1/nothing-here", 404, "not_found"),
+        ("put", "/v1/certify", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_resources_are_json_404s(small_limits_client, method, path, status, code):
+    response = getattr(small_limits_client, method)(path)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_json_errors_never_echo_the_image(small_limits_client):
+    secret = [[0.123456789] * 8] * 7 + [[7.5] * 8]
+    response = small_limits_client.post("/v1/certify", json={**MODEL, "image": secret})
+    assert response.status_code == 422
+    assert "0.123456789" not in json.dumps(response.json())

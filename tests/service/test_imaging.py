@@ -1,0 +1,248 @@
+"""Decoding real files to the model's input: PNG, JPEG, NPY and pydicom's bundled DICOM files."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from service.errors import (
+    ImageTooLarge,
+    InvalidImage,
+    MissingDICOMCodec,
+    NotAnImage,
+    ServiceError,
+    TruncatedImage,
+    UnsupportedMediaType,
+)
+from service.imaging import apply_window, decode_array, decode_image
+from tests.service.conftest import png_bytes
+
+LIMIT = 4096 * 4096
+
+
+def bundled(name: str) -> bytes:
+    """A DICOM file shipped inside the pydicom wheel (never one that would be downloaded)."""
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is not bundled with this pydicom"
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def dicom_bytes(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def cut_before_pixel_data(data: bytes) -> bytes:
+    return data[: data.rindex(b"\xe0\x7f\x10\x00")]
+
+
+def encode(image: Image.Image, format_name: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_name)
+    return buffer.getvalue()
+
+
+def check_model_input(decoded, shape):
+    assert decoded.tensor.shape == shape and decoded.tensor.dtype == np.float32
+    assert decoded.tensor.min() >= 0.0 and decoded.tensor.max() <= 1.0
+    assert decoded.description.shape == shape
+
+
+def test_ct_rescale_is_applied_and_the_full_range_scaled():
+    decoded = decode_image(bundled("CT_small.dcm"), (1, 128, 128), max_pixels=LIMIT)
+    check_model_input(decoded, (1, 128, 128))
+    ds = pydicom.dcmread(io.BytesIO(bundled("CT_small.dcm")))
+    hounsfield = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    expected = (hounsfield - hounsfield.min()) / (hounsfield.max() - hounsfield.min())
+    np.testing.assert_allclose(decoded.tensor[0], expected, atol=1e-6)
+    steps = " | ".join(decoded.description.transforms)
+    assert "rescale slope 1 intercept -1024" in steps and "resized" not in steps
+    assert decoded.description.format == "dicom"
+
+
+def test_mr_window_from_the_file_maps_to_unit_range():
+    data = bundled("MR_small.dcm")
+    decoded = decode_image(data, (1, 64, 64), max_pixels=LIMIT)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    raw = ds.pixel_array.astype(np.float64)
+    low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    expected = np.clip((raw - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(decoded.tensor[0], expected, atol=1e-6)
+    assert f"window center {center:g} width {width:g}" in " ".join(decoded.description.transforms)
+
+
+def test_window_functions_follow_the_standard():
+    values = np.array([-1.0, 49.5, 100.0, 1000.0])
+    np.testing.assert_allclose(apply_window(values, 50, 101, "LINEAR"), [0.0, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(apply_window(values, 50, 100, "LINEAR_EXACT")[:2], [0.0, 0.495])
+    assert apply_window(np.array([50.0]), 50, 100, "SIGMOID")[0] == pytest.approx(0.5)
+
+
+def test_monochrome1_is_inverted():
+    ds = pydicom.dcmread(io.BytesIO(bundled("MR_small.dcm")))
+    as_mono2 = decode_image(dicom_bytes(ds), (1, 64, 64), max_pixels=LIMIT)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    as_mono1 = decode_image(dicom_bytes(ds), (1, 64, 64), max_pixels=LIMIT)
+    np.testing.assert_allclose(as_mono1.tensor, 1.0 - as_mono2.tensor, atol=1e-6)
+    assert "inverted MONOCHROME1" in " ".join(as_mono1.description.transforms)
+
+
+@pytest.mark.parametrize("name", ["rtdose.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_multi_frame_uses_the_first_frame(name):
+    data = bundled(name)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frames = int(ds.NumberOfFrames)
+    decoded = decode_image(data, (3, int(ds.Rows), int(ds.Columns)), max_pixels=LIMIT)
+    check_model_input(decoded, (3, int(ds.Rows), int(ds.Columns)))
+    assert f"used frame 1 of {frames}" in decoded.description.transforms
+    first = ds.pixel_array[0].astype(np.float64)
+    if first.ndim == 2:
+        first = (first - first.min()) / (first.max() - first.min())
+        np.testing.assert_allclose(decoded.tensor[0], first, atol=1e-6)
+    else:
+        np.testing.assert_allclose(decoded.tensor, np.moveaxis(first, -1, 0) / 255, atol=1e-6)
+
+
+def test_compressed_dicom_decodes_with_a_codec_or_says_which_extra_is_missing():
+    data = bundled("MR_small_jpeg_ls_lossless.dcm")
+    have_codec = any(
+        importlib.util.find_spec(name) is not None for name in ("libjpeg", "jpeg_ls", "gdcm")
+    )
+    if have_codec:
+        decoded = decode_image(data, (1, 64, 64), max_pixels=LIMIT)
+        reference = decode_image(bundled("MR_small.dcm"), (1, 64, 64), max_pixels=LIMIT)
+        np.testing.assert_allclose(decoded.tensor, reference.tensor, atol=1e-6)
+    else:
+        with pytest.raises(MissingDICOMCodec, match=r"JPEG-LS.*hycas-certify\[dicom\]"):
+            decode_image(data, (1, 64, 64), max_pixels=LIMIT)
+
+
+def test_rle_compressed_dicom_decodes_like_the_uncompressed_file():
+    rle = decode_image(bundled("MR_small_RLE.dcm"), (1, 64, 64), max_pixels=LIMIT)
+    plain = decode_image(bundled("MR_small.dcm"), (1, 64, 64), max_pixels=LIMIT)
+    np.testing.assert_array_equal(rle.tensor, plain.tensor)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (lambda: bundled("MR_truncated.dcm"), TruncatedImage),
+        (lambda: cut_before_pixel_data(bundled("CT_small.dcm")), TruncatedImage),
+        (lambda: bundled("rtplan.dcm"), NotAnImage),
+        (lambda: bundled("examples_palette.dcm"), UnsupportedMediaType),
+    ],
+    ids=["truncated pixel data", "cut before pixel data", "no pixel data", "palette colour"],
+)
+def test_bad_dicom_is_refused_clearly(data, error):
+    with pytest.raises(error):
+        decode_image(data(), (1, 8, 8), max_pixels=LIMIT)
+
+
+def test_dicom_frame_size_is_checked_before_decoding():
+    with pytest.raises(ImageTooLarge, match="128×128"):
+        decode_image(bundled("CT_small.dcm"), (1, 8, 8), max_pixels=100 * 100)
+
+
+def test_png_modes_convert_to_the_model_channels():
+    rgba = Image.fromarray(np.full((10, 12, 4), (255, 0, 0, 7), dtype=np.uint8), mode="RGBA")
+    decoded = decode_image(encode(rgba, "PNG"), (1, 10, 12), max_pixels=LIMIT)
+    np.testing.assert_allclose(decoded.tensor, 0.299, atol=1e-6)
+    assert "converted to RGB (alpha dropped)" in decoded.description.transforms
+    gray16 = Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16))
+    decoded = decode_image(encode(gray16, "PNG"), (3, 6, 6), max_pixels=LIMIT)
+    np.testing.assert_allclose(decoded.tensor, 1.0)
+    assert "replicated grayscale to 3 channels" in decoded.description.transforms
+
+
+def test_jpeg_and_resizing():
+    image = Image.fromarray(np.full((40, 30, 3), 128, dtype=np.uint8))
+    decoded = decode_image(encode(image, "JPEG"), (1, 8, 8), max_pixels=LIMIT)
+    check_model_input(decoded, (1, 8, 8))
+    np.testing.assert_allclose(decoded.tensor, 128 / 255, atol=2 / 255)
+    assert "resized 30×40 to 8×8 (bilinear, antialiased; aspect ratio not kept)" in (
+        decoded.description.transforms
+    )
+    assert decoded.description.original_shape == (40, 30, 3)
+
+
+def test_npy_float_and_uint8_and_refusals():
+    buffer = io.BytesIO()
+    values = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    np.save(buffer, values)
+    decoded = decode_image(buffer.getvalue(), (3, 8, 8), max_pixels=LIMIT)
+    np.testing.assert_array_equal(decoded.tensor, values)
+    buffer = io.BytesIO()
+    np.save(buffer, np.full((8, 8, 3), 255, dtype=np.uint8))
+    decoded = decode_image(buffer.getvalue(), (3, 8, 8), max_pixels=LIMIT)
+    np.testing.assert_array_equal(decoded.tensor, 1.0)
+    assert "moved channels first" in decoded.description.transforms
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidImage, match="pickle"):
+        decode_image(buffer.getvalue(), (1, 8, 8), max_pixels=LIMIT)
+    buffer = io.BytesIO()
+    np.save(buffer, np.full((8, 8), 2.0))
+    with pytest.raises(InvalidImage, match=r"\[0, 1\]"):
+        decode_image(buffer.getvalue(), (1, 8, 8), max_pixels=LIMIT)
+
+
+def test_arrays_and_hashes():
+    decoded = decode_array([[0.0, 1.0], [0.5, 0.25]], (1, 2, 2), max_pixels=LIMIT)
+    np.testing.assert_array_equal(decoded.tensor[0], [[0.0, 1.0], [0.5, 0.25]])
+    again = decode_array([[0.0, 1.0], [0.5, 0.25]], (1, 2, 2), max_pixels=LIMIT)
+    assert decoded.description.sha256 == again.description.sha256
+    other = decode_array([[0.0, 1.0], [0.5, 0.5]], (1, 2, 2), max_pixels=LIMIT)
+    assert other.description.tensor_sha256 != decoded.description.tensor_sha256
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"GIF89a" + b"\x00" * 20, UnsupportedMediaType),
+        (b"II*\x00" + b"\x00" * 20, UnsupportedMediaType),
+        (b"%PDF-1.4 ...", UnsupportedMediaType),
+        (b"<html>not an image</html>", NotAnImage),
+        (b"", NotAnImage),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, TruncatedImage),
+    ],
+)
+def test_content_is_sniffed_not_the_file_name(data, error):
+    with pytest.raises(error):
+        decode_image(data, (1, 8, 8), max_pixels=LIMIT)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("1", (20_000, 20_000)), "PNG")
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageTooLarge, match="decompression bomb"):
+        decode_image(bomb, (1, 8, 8), max_pixels=LIMIT)
+
+
+def test_png_round_trip_values():
+    decoded = decode_image(png_bytes(size=(8, 8), seed=3), (1, 8, 8), max_pixels=LIMIT)
+    expected = np.asarray(Image.open(io.BytesIO(png_bytes(size=(8, 8), seed=3)))) / 255
+    np.testing.assert_allclose(decoded.tensor[0], expected, atol=1e-7)
+
+
+BUNDLED_DICOM = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
+
+
+@pytest.mark.parametrize("path", BUNDLED_DICOM, ids=[p.name for p in BUNDLED_DICOM])
+def test_every_bundled_dicom_file_decodes_or_is_refused_with_a_4xx(path):
+    try:
+        decoded = decode_image(path.read_bytes(), (1, 16, 16), max_pixels=LIMIT)
+    except ServiceError as error:
+        assert 400 <= error.status_code < 500
+    else:
+        check_model_input(decoded, (1, 16, 16))

@@ -1,0 +1,103 @@
+"""``/metrics`` exposes the gateway's and the job runner's metrics with their types."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.workers.small_models import SMALL_MODEL_ID
+
+EXPECTED_TYPES = {
+    "hycas_http_requests": "counter",
+    "hycas_http_request_duration_seconds": "histogram",
+    "hycas_jobs": "counter",
+    "hycas_job_duration_seconds": "histogram",
+    "hycas_job_queue_wait_seconds": "histogram",
+    "hycas_noisy_samples": "counter",
+    "hycas_certificates": "counter",
+    "hycas_abstentions": "counter",
+    "hycas_certified_radius": "histogram",
+    "hycas_models_loaded": "gauge",
+    "hycas_jobs_running": "gauge",
+    "hycas_queue_length": "gauge",
+}
+
+
+def scrape(client) -> dict:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
+
+
+def sample_value(family, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_metrics_after_a_job(client):
+    before = scrape(client)
+    samples_before = (
+        sample_value(
+            before["hycas_noisy_samples"], "hycas_noisy_samples_total", model=SMALL_MODEL_ID
+        )
+        if "hycas_noisy_samples" in before
+        else 0.0
+    )
+    response = client.post(
+        "/v1/certify?wait=20",
+        json={"model": SMALL_MODEL_ID, "image": np.full((8, 8), 0.3).tolist(), "n": 120, "n0": 8},
+    )
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    families = scrape(client)
+    for name, kind in EXPECTED_TYPES.items():
+        assert name in families, name
+        assert families[name].type == kind, name
+
+    samples = sample_value(
+        families["hycas_noisy_samples"], "hycas_noisy_samples_total", model=SMALL_MODEL_ID
+    )
+    assert samples - samples_before == 128
+    assert sample_value(families["hycas_jobs"], "hycas_jobs_total", state="succeeded") >= 1
+    assert (
+        sample_value(families["hycas_certificates"], "hycas_certificates_total", method="margin")
+        >= 1
+    )
+    assert (
+        sample_value(
+            families["hycas_certified_radius"], "hycas_certified_radius_count", method="margin"
+        )
+        >= 1
+    )
+    # Zero abstentions is a series at 0, not a missing one (the abstention-rate alert divides).
+    assert any(
+        s.name == "hycas_abstentions_total"
+        and s.labels == {"model": SMALL_MODEL_ID, "method": "margin"}
+        for s in families["hycas_abstentions"].samples
+    )
+    assert (
+        sample_value(
+            families["hycas_http_requests"],
+            "hycas_http_requests_total",
+            route="/v1/certify",
+            method="POST",
+            status="200",
+        )
+        >= 1
+    )
+    assert (
+        sample_value(families["hycas_models_loaded"], "hycas_models_loaded", model=SMALL_MODEL_ID)
+        == 1
+    )
+    assert sample_value(families["hycas_queue_length"], "hycas_queue_length") == 0
+
+
+def test_unmatched_routes_do_not_create_a_label_per_path(client):
+    client.get("/no/such/path/12345")
+    families = scrape(client)
+    routes = {s.labels["route"] for s in families["hycas_http_requests"].samples}
+    assert "unmatched" in routes
+    assert not any("12345" in route for route in routes)
