@@ -9,7 +9,11 @@ bounds at level ``alpha`` (Clopper & Pearson 1934) are the quantiles of beta dis
 and satisfy ``P_k(lower > p) ≤ alpha`` and ``P_k(upper < p) ≤ alpha`` for every ``p``. They are
 what Cohen et al. (2019) use for CERTIFY (their ``proportion_confint(..., method="beta")`` at
 ``2·alpha``). The float64 quantile is moved outwards by :mod:`certify.rounding`, so the
-returned bound is at least as conservative as the exact one.
+returned bound is at least as conservative as the exact one. The upper bound is the inverse
+survival function at ``alpha`` (``beta.isf``), not the quantile at ``1 − alpha``: forming
+``1 − alpha`` in float64 loses the low digits of a small ``alpha`` and, with them, enough
+accuracy that ``beta.ppf(1 − alpha, …)`` can land on the wrong side of the exact bound by
+more than the rounding margin (e.g. k = 3, n = 7, alpha ≈ 1.4·10⁻¹⁰).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def clopper_pearson_upper(successes: int, trials: int, alpha: float) -> float:
     successes, trials, alpha = _check(successes, trials, alpha)
     if successes == trials:
         return 1.0
-    return min(1.0, round_up(beta.ppf(1.0 - alpha, successes + 1, trials - successes)))
+    return min(1.0, round_up(beta.isf(alpha, successes + 1, trials - successes)))
 
 
 def clopper_pearson_interval(successes: int, trials: int, alpha: float) -> tuple[float, float]:

@@ -20,7 +20,13 @@ from certify.result import CertificationResult
 from certify.rounding import round_down
 from certify.sampling import check_logits, is_stochastic, model_device
 from certify.seeds import derive_seeds
-from certify.validation import validate_count, validate_image, validate_lipschitz, validate_seed
+from certify.validation import (
+    float32_rounding_offset,
+    validate_count,
+    validate_image,
+    validate_lipschitz,
+    validate_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,8 @@ class MarginCertificate(CertificationResult):
 
     label: int
     radius: float
-    """Certified L2 radius in the ``[0, 1]`` input space of shape ``input_shape``."""
+    """Certified L2 radius around ``x`` in the ``[0, 1]`` input space of shape ``input_shape``:
+    ``margin / (√2·L)`` at ``float32(x)`` less ``input_rounding``, rounded down."""
     margin: float
     """``z_top − z_second`` of the averaged logits."""
     logits: tuple[float, ...]
@@ -42,6 +49,8 @@ class MarginCertificate(CertificationResult):
     omega_seeds: tuple[int, ...]
     """The ``omega_seed`` of each frozen draw Ω_k; empty for a deterministic model."""
     input_shape: tuple[int, ...]
+    input_rounding: float
+    """A bound on ``‖x − float32(x)‖₂`` (0 unless ``x`` is float64); subtracted from the radius."""
     device: str
 
 
@@ -76,9 +85,12 @@ def margin_certify(
     deterministically, provided ``L`` (``lipschitz``, else ``model.lipschitz_bound()``)
     bounds the L2 Lipschitz constant of ``x → s(x; Ω)`` for every Ω and the logits the model
     computes at ``x`` are its exact logits. The mean, margin and radius are float64 and the
-    radius is rounded down; rounding inside the model's own float32 forward pass is not
-    bounded here and is part of that assumption (it matters only for a margin comparable to
-    the float32 rounding error of the logits).
+    radius is rounded down; a float64 ``x`` is evaluated at ``float32(x)`` and the radius
+    reduced by their distance. Rounding inside the model's own forward pass is not bounded
+    here and is part of that assumption: an error ``e`` in each logit can overstate the
+    radius by up to ``2e / (√2·L)`` and, when the margin is below ``2e``, give the wrong label
+    (for float32 logits of magnitude ``|z|``, ``e`` is at least about ``6·10⁻⁸·|z|``, and
+    grows with the depth of the network).
 
     A stochastic model (``model.stochastic``) is run K = ``ensemble`` times with
     ``omega_seed=`` each of K seeds derived from ``seed`` (recorded in the result). A
@@ -86,6 +98,7 @@ def margin_certify(
     identical logit vectors.
     """
     image = validate_image(x)
+    input_rounding = float32_rounding_offset(x, image)
     ensemble = validate_count("ensemble", ensemble)
     seed = validate_seed(seed)
     lipschitz_value, source = _lipschitz_of(model, lipschitz)
@@ -112,9 +125,12 @@ def margin_certify(
 
     top_two = torch.topk(logits, 2)
     margin = float(top_two.values[0] - top_two.values[1])
+    radius = margin_radius(margin, lipschitz_value)
+    if radius > 0.0 and input_rounding > 0.0:
+        radius = max(0.0, round_down(radius - input_rounding))
     return MarginCertificate(
         label=int(top_two.indices[0]),
-        radius=margin_radius(margin, lipschitz_value),
+        radius=radius,
         margin=margin,
         logits=tuple(float(v) for v in logits.tolist()),
         lipschitz=lipschitz_value,
@@ -123,5 +139,6 @@ def margin_certify(
         seed=seed,
         omega_seeds=omega_seeds,
         input_shape=tuple(image.shape),
+        input_rounding=input_rounding,
         device=str(device),
     )

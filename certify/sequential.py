@@ -7,13 +7,18 @@ geometric schedule ``64, 128, 256, …, max_samples`` at which the one-sided Clo
 bounds at level ``alpha / J`` (``J`` checkpoints) decide:
 
 - ``lower ≥ θ`` → certified;
-- ``upper < θ`` → not certified: ``p_c < θ``, so smoothing cannot certify ``r`` here
-  (this does not exhibit an adversarial example);
+- ``upper < θ`` → not certified: ``p_c < θ``, so Theorem 1 cannot certify ``r`` for ``c``
+  (this does not exhibit an adversarial example; and if the ``n0`` samples chose a class
+  that is not the most likely one, another class might still be certifiable);
 - neither at ``max_samples`` → undecided.
 
 A union bound over the ``J`` checkpoints makes every bound hold at once with probability
-``≥ 1 − alpha``, hence the decision is wrong with probability ``≤ alpha`` whatever the
-stopping time; easy inputs stop after a few hundred samples instead of ``max_samples``.
+``≥ 1 − alpha``. The checkpoints are fixed before sampling and the ``n0`` selection samples
+are independent of the estimation samples, so for whichever ``c`` is chosen, both claims
+above are wrong with probability ``≤ alpha`` whatever the stopping time (only one of them
+can be wrong for a given ``p_c``); easy inputs stop after a few hundred samples instead of
+``max_samples``. For a float64 ``x``, sampling is centred at ``float32(x)`` and ``r`` is
+replaced by ``r + ‖x − float32(x)‖₂`` in ``θ``, so that the claim holds around ``x``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from certify.result import CertificationResult
 from certify.rounding import round_down, round_up
 from certify.sampling import CancellationCheck, NoisyVoteSampler, ProgressCallback
 from certify.validation import (
+    float32_rounding_offset,
     validate_alpha,
     validate_count,
     validate_image,
@@ -60,7 +66,7 @@ class RadiusTestResult(CertificationResult):
     radius: float
     """The target L2 radius in the ``[0, 1]`` input space of shape ``input_shape``."""
     threshold: float
-    """``Φ(radius / σ)``: the vote probability the label needs."""
+    """``Φ((radius + input_rounding) / σ)``: the vote probability the label needs."""
     p_lower: float
     p_upper: float
     """Clopper–Pearson bounds at level ``alpha_per_checkpoint`` at the last look."""
@@ -78,6 +84,8 @@ class RadiusTestResult(CertificationResult):
     batch_size: int
     seed: int
     input_shape: tuple[int, ...]
+    input_rounding: float
+    """A bound on ``‖x − float32(x)‖₂`` (0 unless ``x`` is float64); added to the radius."""
     device: str
     torch_version: str
 
@@ -111,7 +119,8 @@ def certify_at_radius(
 
     Guarantee: with probability at least ``1 − alpha``, whatever the stopping time, a
     ``certified`` answer means ``g(x') = label`` for every ``‖x' − x‖₂ < radius`` and a
-    ``not_certified`` answer means ``P[f(x + ε; Ω) = label] < Φ(radius/σ)``; this assumes,
+    ``not_certified`` answer means ``P[f(x + ε; Ω) = label] < Φ(radius/σ)`` (for a float64
+    ``x``: at ``float32(x)``, with ``radius + input_rounding``); this assumes,
     as :func:`certify.smoothing_certify` does, Ω independent of the input and votes not
     steered by float32 rounding of the noisy inputs (the bounds and ``Φ(r/σ)`` are float64
     and rounded towards the conservative side).
@@ -119,6 +128,7 @@ def certify_at_radius(
     ``progress`` reports ``(samples_done, n0 + max_samples)``; the run usually stops early.
     """
     image = validate_image(x)
+    input_rounding = float32_rounding_offset(x, image)
     radius = validate_radius(radius)
     sigma = validate_sigma(sigma)
     alpha = validate_alpha(alpha)
@@ -129,7 +139,8 @@ def certify_at_radius(
 
     checkpoints = geometric_checkpoints(max_samples)
     alpha_per_checkpoint = alpha / len(checkpoints)
-    threshold = float(ndtr(radius / sigma))
+    needed = radius if input_rounding == 0.0 else round_up(radius + input_rounding)
+    threshold = float(ndtr(needed / sigma))
     sampler = NoisyVoteSampler(
         model,
         image,
@@ -178,6 +189,7 @@ def certify_at_radius(
         batch_size=batch_size,
         seed=seed,
         input_shape=tuple(image.shape),
+        input_rounding=input_rounding,
         device=str(sampler.device),
         torch_version=torch.__version__,
     )

@@ -13,7 +13,8 @@ applies, and the probabilities are averages over Ω. Sampling is streamed by
 Floating point: ``p_lower`` and the radius are computed in float64 and rounded down
 (:mod:`certify.rounding`); the noisy inputs are float32, and the guarantee assumes the
 model's votes do not depend on their rounding (Voráček & Hein 2023; see
-:mod:`certify.sampling`).
+:mod:`certify.sampling`). Sampling is centred at ``float32(x)``; for a float64 ``x`` the
+radius is reduced by ``‖x − float32(x)‖₂`` so that it holds around ``x`` itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from certify.result import CertificationResult
 from certify.rounding import round_down, round_up
 from certify.sampling import CancellationCheck, NoisyVoteSampler, ProgressCallback
 from certify.validation import (
+    float32_rounding_offset,
     validate_alpha,
     validate_count,
     validate_image,
@@ -46,7 +48,8 @@ class SmoothingCertificate(CertificationResult):
     """The certified class of the smoothed classifier; ``None`` when abstaining."""
     abstained: bool
     radius: float
-    """Certified L2 radius in the ``[0, 1]`` input space of ``input_shape``; 0 when abstaining."""
+    """Certified L2 radius around ``x`` in the ``[0, 1]`` input space of ``input_shape``; 0 when
+    abstaining. It is the radius at ``float32(x)`` less ``input_rounding``."""
     p_lower: float
     """One-sided Clopper–Pearson lower bound on ``P[f(x + ε; Ω) = candidate]`` at level alpha."""
     candidate: int
@@ -64,6 +67,8 @@ class SmoothingCertificate(CertificationResult):
     batch_size: int
     seed: int
     input_shape: tuple[int, ...]
+    input_rounding: float
+    """A bound on ``‖x − float32(x)‖₂`` (0 unless ``x`` is float64); subtracted from the radius."""
     device: str
     torch_version: str
     """Replaying ``seed`` reproduces the counts on the same device, torch version and batch size."""
@@ -118,7 +123,8 @@ def smoothing_certify(
     returned then the smoothed classifier ``g`` (noise ``N(0, σ² I)``, the model's Ω averaged)
     returns that label at every ``x'`` with ``‖x' − x‖₂ < radius``; this assumes Ω is drawn
     independently of the input and that the float32 rounding of the noisy inputs does not
-    steer the model (``p_lower`` and the radius themselves are float64, rounded down).
+    steer the model (``p_lower`` and the radius themselves are float64, rounded down; a
+    float64 ``x`` is sampled around ``float32(x)`` and the radius reduced by their distance).
 
     ``n0`` samples choose the candidate class, ``n`` fresh samples count its votes ``k``;
     ``p_lower`` is the one-sided Clopper–Pearson bound of ``k / n`` at level ``alpha`` and
@@ -127,6 +133,7 @@ def smoothing_certify(
     ``should_cancel`` are called between batches (see :mod:`certify.sampling`).
     """
     image = validate_image(x)
+    input_rounding = float32_rounding_offset(x, image)
     sigma = validate_sigma(sigma)
     n0 = validate_count("n0", n0)
     n = validate_count("n", n)
@@ -150,10 +157,13 @@ def smoothing_certify(
     counts_host = _counts_tuple(counts)
     p_lower = clopper_pearson_lower(counts_host[candidate], n, alpha)
     abstained = p_lower < 0.5
+    radius = 0.0 if abstained else gaussian_smoothing_radius(p_lower, sigma)
+    if radius > 0.0 and input_rounding > 0.0:
+        radius = max(0.0, round_down(radius - input_rounding))
     return SmoothingCertificate(
         label=None if abstained else candidate,
         abstained=abstained,
-        radius=0.0 if abstained else gaussian_smoothing_radius(p_lower, sigma),
+        radius=radius,
         p_lower=p_lower,
         candidate=candidate,
         counts=counts_host,
@@ -166,6 +176,7 @@ def smoothing_certify(
         batch_size=batch_size,
         seed=seed,
         input_shape=tuple(image.shape),
+        input_rounding=input_rounding,
         device=str(sampler.device),
         torch_version=torch.__version__,
     )
@@ -188,7 +199,8 @@ def smoothing_predict(
     Guarantee: the probability of returning a label other than ``g(x)`` is at most ``alpha``
     (Hung et al. 2019, via Cohen et al. 2019, Theorem 2), under the same assumptions as
     :func:`smoothing_certify` (Ω independent of the input, float32 rounding of the noisy
-    inputs not steering the model; the p-value is compared after rounding it up).
+    inputs not steering the model; the p-value is compared after rounding it up). A float64
+    ``x`` is predicted at ``float32(x)``: the label is that of ``g(float32(x))``.
 
     ``n`` samples are drawn; with ``n_A ≥ n_B`` the two largest vote counts, the label is
     returned when the two-sided binomial test of ``n_A`` out of ``n_A + n_B`` against 1/2

@@ -11,6 +11,17 @@ import torch
 
 from certify.seeds import SEED_BITS, fresh_seed
 
+MIN_SIGMA = 1e-4
+"""Smallest smoothing noise accepted: float32 rounding of ``x + ε`` must stay far below σ.
+
+A noisy value in ``[0, 2)`` is rounded by up to ``2⁻²⁴ ≈ 6·10⁻⁸``; at σ = 10⁻⁸ that hides
+most of the noise (the model mostly sees ``x`` itself) and the certified radius overstates
+the true one even for a linear classifier. At σ ≥ 10⁻⁴ the rounding is below ``6·10⁻⁴·σ``.
+"""
+
+NORM_ROUNDING_FACTOR = 1.0 + 2.0**-20
+"""Covers the float64 error of an L2 norm of up to 2**32 terms (at most ``n·2⁻⁵³`` relative)."""
+
 
 def validate_image(x: Any) -> torch.Tensor:
     """One image ``[C, H, W]`` with finite values in ``[0, 1]``, returned as float32.
@@ -47,6 +58,22 @@ def validate_image(x: Any) -> torch.Tensor:
     return tensor.to(torch.float32)
 
 
+def float32_rounding_offset(x: Any, image: torch.Tensor) -> float:
+    """An upper bound on ``‖x − image‖₂``, the distance from the caller's input to its float32 copy.
+
+    Certificates are computed at ``image = float32(x)``; a radius ``R`` there holds at ``x``
+    only for ``R − ‖x − image‖₂`` (triangle inequality), so the certificates subtract this.
+    It is zero for float32, float16 and bfloat16 inputs, and about ``3·10⁻⁸·√d`` at most for a
+    float64 image of ``d`` values in ``[0, 1]``. The difference of a float64 and its float32
+    rounding is exact; the norm is moved up by ``NORM_ROUNDING_FACTOR``.
+    """
+    original = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if original.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return 0.0
+    difference = original.to(torch.float64) - image.to(original.device, torch.float64)
+    return float(torch.linalg.vector_norm(difference)) * NORM_ROUNDING_FACTOR
+
+
 def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number; got {value!r}")
@@ -57,10 +84,15 @@ def _real(name: str, value: Any) -> float:
 
 
 def validate_sigma(sigma: Any) -> float:
-    """The standard deviation of the smoothing noise: finite and > 0."""
+    """The standard deviation of the smoothing noise: finite and ≥ ``MIN_SIGMA``."""
     number = _real("sigma", sigma)
     if number <= 0.0:
         raise ValueError(f"sigma must be > 0; got {number}")
+    if number < MIN_SIGMA:
+        raise ValueError(
+            f"sigma must be >= {MIN_SIGMA:g}; got {number:g} (float32 rounding of the noisy "
+            "inputs would hide noise this small and make the certificate unsound)"
+        )
     return number
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import pytest
 from statsmodels.stats.proportion import proportion_confint
@@ -42,6 +43,28 @@ def test_closed_forms_at_the_ends(n):
     # All successes: the lower bound solves p**n = alpha; no successes: (1 − p)**n = alpha.
     assert clopper_pearson_lower(n, n, alpha) == pytest.approx(alpha ** (1 / n), rel=1e-10)
     assert clopper_pearson_upper(0, n, alpha) == pytest.approx(1 - alpha ** (1 / n), rel=1e-10)
+
+
+def _binomial_tail(n: int, p: float, successes: range) -> Fraction:
+    """``P(Bin(n, p) ∈ successes)`` in exact rational arithmetic (a float is a dyadic rational)."""
+    q = Fraction(p)
+    return sum(math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in successes)
+
+
+# 1.388…e-10 and 9.926…e-09 are levels at which the quantile at 1 − alpha falls on the
+# wrong side of the exact upper bound (the low digits of alpha are lost in 1 − alpha).
+@pytest.mark.parametrize("alpha", [0.2, 0.001, 9.92684743440209e-09, 1.3883315658587056e-10])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 12, 16, 25])
+def test_bounds_hold_in_exact_arithmetic(n, alpha):
+    """The defining tail inequalities, checked exactly: P(Bin(n, lower) ≥ k) ≤ alpha, etc."""
+    level = Fraction(alpha)
+    for k in range(n + 1):
+        if k > 0:
+            lower = clopper_pearson_lower(k, n, alpha)
+            assert _binomial_tail(n, lower, range(k, n + 1)) <= level, (k, lower)
+        if k < n:
+            upper = clopper_pearson_upper(k, n, alpha)
+            assert _binomial_tail(n, upper, range(k + 1)) <= level, (k, upper)
 
 
 @pytest.mark.parametrize("n", [1, 10, 1000, 100_000])

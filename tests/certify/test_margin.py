@@ -96,3 +96,20 @@ def test_margin_certificate_serializes(image):
     record = margin_certify(FairCoinClassifier(), image, ensemble=3, seed=1).to_dict()
     assert record["ensemble"] == 3 and len(record["omega_seeds"]) == 3
     assert record["input_shape"] == [1, 8, 8]
+
+
+def test_a_float64_input_is_certified_around_itself_not_its_float32_copy(image64):
+    """The model sees float32(x); the radius is reduced by ‖x − float32(x)‖ to hold around x."""
+    rounding = image64 - image64.to(torch.float32).to(torch.float64)
+    assert float(rounding.norm()) > 1e-8
+    # The hyperplane is at distance d from x, and float32 rounding moved x away from it.
+    w = (-rounding / rounding.norm()).flatten()
+    d = 1e-4
+    model = LinearBinaryClassifier(w, d - float(image64.flatten() @ w))
+    certificate = margin_certify(model, image64)
+    assert certificate.label == 0
+    assert certificate.radius <= d
+    assert certificate.radius == pytest.approx(d, rel=1e-7)
+    assert certificate.input_rounding == pytest.approx(float(rounding.norm()), rel=1e-5)
+    assert certificate.input_rounding >= float(rounding.norm())
+    assert margin_certify(model, image64.to(torch.float32)).input_rounding == 0.0

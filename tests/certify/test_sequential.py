@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import torch
+from scipy.stats import norm
 
 from certify import (
     RadiusDecision,
@@ -74,6 +75,19 @@ def test_wrong_certified_answers_are_at_most_an_alpha_fraction(image):
     assert wrong / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
 
+def test_wrong_not_certified_answers_are_at_most_an_alpha_fraction(image):
+    """On the threshold (d = r, a hair outside) "not certified" is wrong; at most alpha of runs."""
+    alpha, trials = 0.1, 200
+    wrong = 0
+    for seed in range(trials):
+        model, _ = _linear(image, 1.000001 * SIGMA, seed=seed)
+        test = certify_at_radius(
+            model, image, SIGMA, sigma=SIGMA, alpha=alpha, max_samples=2000, n0=10, seed=seed
+        )
+        wrong += test.decision == RadiusDecision.NOT_CERTIFIED
+    assert wrong / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
 def test_easy_points_stop_far_before_max_samples(image):
     radius = SIGMA
     samples = []
@@ -117,3 +131,19 @@ def test_same_seed_replays_the_decision(image):
     first = certify_at_radius(model, image, 0.5 * SIGMA, sigma=SIGMA, max_samples=20_000, seed=3)
     again = certify_at_radius(model, image, 0.5 * SIGMA, sigma=SIGMA, max_samples=20_000, seed=3)
     assert first == again
+
+
+def test_a_float64_input_needs_the_radius_plus_its_float32_rounding(image64):
+    offset = float((image64 - image64.to(torch.float32).to(torch.float64)).norm())
+    test = certify_at_radius(
+        ConstantClassifier(0, 2), image64, 0.1, sigma=SIGMA, max_samples=1000, seed=0
+    )
+    assert offset > 1e-8
+    assert test.threshold >= norm.cdf((0.1 + offset) / SIGMA)
+    assert test.threshold == pytest.approx(norm.cdf((0.1 + offset) / SIGMA), rel=1e-10)
+    assert test.input_rounding >= offset
+    float32_copy = certify_at_radius(
+        ConstantClassifier(0, 2), image64.to(torch.float32), 0.1, sigma=SIGMA, max_samples=1000
+    )
+    assert float32_copy.input_rounding == 0.0
+    assert float32_copy.threshold == norm.cdf(0.1 / SIGMA)

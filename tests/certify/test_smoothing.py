@@ -46,6 +46,33 @@ def test_constant_classifier_gives_the_closed_form_bound_and_radius(image):
     assert certificate.samples == 100 + n
 
 
+def test_a_float64_input_loses_its_float32_rounding_from_the_radius(image64):
+    """Sampling is centred at float32(x): around x the radius is ‖x − float32(x)‖ smaller."""
+    n, alpha = 100_000, 0.001
+    certificate = smoothing_certify(
+        ConstantClassifier(label=1, num_classes=3), image64, sigma=SIGMA, n=n, seed=0
+    )
+    offset = float((image64 - image64.to(torch.float32).to(torch.float64)).norm())
+    assert offset > 1e-8
+    assert certificate.radius <= SIGMA * norm.ppf(alpha ** (1 / n)) - offset
+    assert certificate.radius == pytest.approx(SIGMA * norm.ppf(alpha ** (1 / n)) - offset)
+    assert certificate.input_rounding >= offset
+    float32_copy = smoothing_certify(
+        ConstantClassifier(label=1, num_classes=3), image64.to(torch.float32), sigma=SIGMA, n=n
+    )
+    assert float32_copy.input_rounding == 0.0
+
+
+def test_noise_hidden_by_float32_rounding_is_refused():
+    """At σ = 1e-8 most noisy inputs round back to x: the radius would exceed the distance."""
+    x = torch.full((1, 8, 8), 0.5)
+    model = LinearBinaryClassifier.through_point(x, 0.5e-8, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="float32 rounding"):
+        smoothing_certify(model, x, sigma=1e-8, n=10_000, seed=0)
+    smallest = smoothing_certify(model, x, sigma=1e-4, n=10_000, seed=0)
+    assert smallest.radius <= model.distance_to_boundary(x)
+
+
 def _linear_case(image, signed_distance, seed):
     generator = torch.Generator().manual_seed(seed)
     model = LinearBinaryClassifier.through_point(image, signed_distance, generator)

@@ -64,6 +64,7 @@ def test_bad_images_are_refused_by_the_margin_certificate(x, message):
 BAD_PARAMETERS = [
     ({"sigma": 0.0}, "sigma"),
     ({"sigma": -0.25}, "sigma"),
+    ({"sigma": 1e-8}, "float32 rounding"),
     ({"sigma": float("nan")}, "sigma"),
     ({"sigma": "0.25"}, "sigma"),
     ({"alpha": 0.0}, "alpha"),
