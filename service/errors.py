@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -146,6 +147,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
         return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(redis.RedisError)
+    async def store_unavailable(request: Request, error: redis.RedisError) -> JSONResponse:
+        # Not the caller's fault and not a bug: the job store is down or unreachable.
+        logger.error(
+            "event=store_unavailable method=%s path=%s error=%s",
+            request.method,
+            request.url.path,
+            type(error).__name__,
+        )
+        return error_response(
+            ServiceUnavailable.status_code,
+            "store_unavailable",
+            "the job store (Redis) cannot be reached; retry in a moment",
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -33,6 +33,7 @@ from service.errors import (
     InvalidImage,
     MissingDICOMCodec,
     NotAnImage,
+    ServiceError,
     TruncatedImage,
     UnsupportedMediaType,
 )
@@ -139,7 +140,38 @@ def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.n
     return np.asarray(image, dtype=np.float64) / 255.0, [*steps, "scaled 8-bit by 1/255"]
 
 
+def _check_npy_header(data: bytes, max_pixels: int) -> None:
+    """Refuse an ``.npy`` whose header declares an image too large or more data than was
+    sent, before NumPy allocates the array the header declares."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise InvalidImage(f".npy format version {version} is not supported; use 1.0 or 2.0")
+    except (ValueError, EOFError, OSError) as error:
+        raise TruncatedImage(f"the .npy file is truncated or corrupt ({error})") from None
+    if dtype.hasobject:
+        raise InvalidImage("object arrays (pickled .npy) are refused")
+    if len(shape) not in (2, 3):
+        raise InvalidImage(
+            f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {shape}"
+        )
+    height, width = _spatial_shape(shape)
+    _check_pixels(height, width, max_pixels)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > len(data) - stream.tell():
+        raise TruncatedImage(
+            f"the .npy file is truncated: its header declares {declared:,} bytes of data, "
+            f"{len(data) - stream.tell():,} were sent"
+        )
+
+
 def _decode_npy(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    _check_npy_header(data, max_pixels)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as error:
@@ -198,7 +230,7 @@ def array_from_json(nested: Any, max_pixels: int) -> tuple[np.ndarray, list[str]
     """A JSON nested list of numbers in ``[0, 1]`` (``[H, W]``, ``[C, H, W]`` or ``[H, W, C]``)."""
     try:
         array = np.asarray(nested, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidImage(
             "image must be a rectangular nested array of numbers ([H, W], [C, H, W] or [H, W, C])"
         ) from None
@@ -231,7 +263,9 @@ def _read_dicom(data: bytes) -> pydicom.Dataset:
             return pydicom.dcmread(io.BytesIO(data))
     except (EOFError, pydicom.errors.BytesLengthException):
         raise TruncatedImage("the DICOM file is truncated; send the whole file") from None
-    except (pydicom.errors.InvalidDicomError, ValueError, KeyError, TypeError, OSError):
+    except Exception:
+        # pydicom raises many kinds of errors on malformed files (struct.error, zlib.error,
+        # ValueError, ...); none of their messages is quoted (they may hold header values).
         raise InvalidImage("the DICOM file could not be parsed") from None
 
 
@@ -322,6 +356,30 @@ def _dicom_to_unit_range(
     return values, steps
 
 
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """A DICOM file's first frame in ``[0, 1]``; a malformed header or pixel data is a 4xx."""
+    ds = _read_dicom(data)
+    try:
+        frame, steps = _dicom_frame(ds, max_pixels)
+    except ServiceError:
+        raise
+    except Exception:
+        # A required element missing or unreadable (pydicom raises AttributeError,
+        # BytesLengthException, TypeError, ...); the element values are not quoted.
+        raise InvalidImage(
+            "the DICOM image could not be decoded: a required element (Rows, Columns, "
+            "PhotometricInterpretation, PixelData, ...) is missing or malformed"
+        ) from None
+    try:
+        return _dicom_to_unit_range(ds, frame, steps)
+    except ServiceError:
+        raise
+    except Exception:
+        raise InvalidImage(
+            "the DICOM header's rescale, LUT or window values cannot be applied"
+        ) from None
+
+
 def _to_model_input(
     values: np.ndarray, input_shape: tuple[int, int, int], steps: list[str]
 ) -> tuple[np.ndarray, list[str]]:
@@ -390,14 +448,12 @@ def decode_image(
     elif format_name == "npy":
         values, steps = _decode_npy(data, max_pixels)
     else:
-        ds = _read_dicom(data)
-        frame, steps = _dicom_frame(ds, max_pixels)
-        try:
-            values, steps = _dicom_to_unit_range(ds, frame, steps)
-        except (ValueError, TypeError, KeyError, IndexError):
-            raise InvalidImage(
-                "the DICOM header's rescale, LUT or window values cannot be applied"
-            ) from None
+        values, steps = _decode_dicom(data, max_pixels)
+    if not np.isfinite(values).all():
+        raise InvalidImage(
+            "the image has NaN or infinite values after decoding (check the DICOM rescale "
+            "and window values)"
+        )
     original_shape = tuple(int(d) for d in values.shape)
     tensor, steps = _to_model_input(values, input_shape, steps)
     received = hashlib.sha256(data).hexdigest()

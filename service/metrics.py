@@ -50,10 +50,16 @@ class QueueLengthCollector(Collector):
         self.dispatcher = dispatcher
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            length = self.dispatcher.queue_length()
+        except Exception as error:
+            # The broker is unreachable: the scrape still serves every other metric.
+            logger.warning("event=queue_length_unavailable error=%s", type(error).__name__)
+            return
         gauge = GaugeMetricFamily(
             "hycas_queue_length", "Jobs dispatched and not yet started by a worker."
         )
-        gauge.add_metric([], float(self.dispatcher.queue_length()))
+        gauge.add_metric([], float(length))
         yield gauge
 
 

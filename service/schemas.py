@@ -35,7 +35,7 @@ class CertifyOptions(BaseModel):
     batch_size: int | None = Field(default=None, description="noisy samples per forward pass")
     ensemble: int | None = Field(default=None, description="frozen draws K of the margin's F_K")
     target_radius: float | None = Field(
-        default=None, ge=0, description="L2 radius for the radius_test method"
+        default=None, ge=0, allow_inf_nan=False, description="L2 radius for the radius_test method"
     )
     seed: int | None = Field(default=None, ge=0, lt=2**63, description="default: a fresh one")
 
@@ -47,7 +47,7 @@ class CertifyOptions(BaseModel):
             value = [value]
         if isinstance(value, list | tuple):
             return tuple(
-                part.strip()
+                part.strip() if isinstance(part, str) else part
                 for item in value
                 for part in (item.split(",") if isinstance(item, str) else [item])
                 if not isinstance(part, str) or part.strip()

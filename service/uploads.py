@@ -22,6 +22,7 @@ from service.errors import (
     InvalidRequest,
     MalformedJSON,
     PayloadTooLarge,
+    ServiceError,
     UnsupportedMediaType,
 )
 from service.schemas import BatchRequest, CertifyOptions, CertifyRequest, InlineImage
@@ -81,13 +82,16 @@ def _media_type(request: Request) -> str:
 
 
 async def _parse_form(
-    request: Request, body: bytes, max_files: int
+    request: Request, body: bytes, max_files: int, too_many_files: ServiceError
 ) -> tuple[dict[str, Any], dict[str, list[UploadFile]]]:
-    """The form's text fields (repeated names as lists) and its files by field name."""
+    """The form's text fields (repeated names as lists) and its files by field name;
+    ``too_many_files`` is raised when the form holds more than ``max_files`` files."""
     parser = MultiPartParser(request.headers, _one_chunk(body), max_files=max_files, max_fields=64)
     try:
         form = await parser.parse()
     except MultiPartException as error:
+        if error.message.startswith("Too many files"):
+            raise too_many_files from None
         raise InvalidRequest(f"the multipart body could not be read: {error.message}") from None
     fields: dict[str, Any] = {}
     files: dict[str, list[UploadFile]] = {}
@@ -130,7 +134,10 @@ def _upload_from_inline(image: InlineImage, limit: int, index: int | None) -> Im
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise MalformedJSON("the JSON body is nested too deeply to be read") from None
+    except ValueError as error:
+        # JSONDecodeError, UnicodeDecodeError, and integers too long to convert.
         raise MalformedJSON(f"the body is not valid JSON: {error}") from None
 
 
@@ -145,6 +152,8 @@ def _form_options(
     fields: dict[str, Any], files: dict[str, list[UploadFile]], names: tuple[str, ...]
 ) -> tuple[str, CertifyOptions]:
     model = fields.pop("model", None)
+    if isinstance(model, list):
+        raise InvalidRequest("the form has several 'model' fields; send exactly one")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("the form needs a 'model' field (a model id, e.g. digits-hycas)")
     unknown = sorted((set(fields) | set(files)) - set(CertifyOptions.model_fields) - set(names))
@@ -167,7 +176,15 @@ async def parse_certify_request(
     body_limit = max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
         body = await read_body(request, body_limit)
-        fields, files = await _parse_form(request, body, max_files=1)
+        fields, files = await _parse_form(
+            request,
+            body,
+            max_files=1,
+            too_many_files=InvalidRequest(
+                "the form has more than one file; send one image in 'file' (several go to "
+                "POST /v1/batches)"
+            ),
+        )
         model, options = _form_options(fields, files, ("file",))
         if "file" not in files:
             raise InvalidRequest("the form needs the image in a 'file' field")
@@ -195,7 +212,14 @@ async def parse_batch_request(
     body_limit = max_images * (max_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
         body = await read_body(request, body_limit)
-        fields, files = await _parse_form(request, body, max_files=max_images + 1)
+        fields, files = await _parse_form(
+            request,
+            body,
+            max_files=max_images + 1,
+            too_many_files=PayloadTooLarge(
+                f"the batch has more than {max_images} images; the limit is {max_images}"
+            ),
+        )
         model, options = _form_options(fields, files, ("files", "file"))
         images = files.get("files", []) + files.get("file", [])
         _check_image_count(len(images), max_images)

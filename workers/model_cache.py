@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 class UnknownModelError(LookupError):
     """The repository has no such model or version; the message lists what exists."""
+
+
+MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
+"""What a model id may be; anything else is refused before the repository is searched."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,21 @@ class RepositorySource:
     def load(self, model_id: str, version: str | None) -> LoadedModel:
         import models
 
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            shown = model_id if len(model_id) <= 80 else f"{model_id[:80]}…"
+            raise UnknownModelError(
+                f"{shown!r} is not a model id (lowercase letters, digits, '-' and '_', at most "
+                f"128 characters); the repository holds {self.model_ids()}"
+            )
         started = time.perf_counter()
         try:
             model, card = models.load(model_id, version=version, repository=self.repository)
         except (KeyError, LookupError, FileNotFoundError) as error:
+            if model_id not in self.model_ids():
+                # The repository's own message names its folder: not for API clients.
+                raise UnknownModelError(
+                    f"no model {model_id!r}; the repository holds {self.model_ids()}"
+                ) from error
             raise UnknownModelError(str(error)) from error
         return describe_package(model, card, time.perf_counter() - started)
 

@@ -195,3 +195,32 @@ def test_readiness_fails_when_the_repository_has_no_models():
         response = client.get("/readyz")
     assert response.status_code == 503
     assert "no models" in response.json()["detail"]
+
+
+def test_every_reference_in_the_openapi_document_resolves(client):
+    """``/docs`` renders request bodies only if their ``$ref`` pointers exist in the document."""
+    spec = client.get("/openapi.json").json()
+
+    def references(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from references(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from references(item)
+
+    found = list(references(spec))
+    assert found
+    for reference in found:
+        assert reference.startswith("#/"), reference
+        node = spec
+        for part in reference[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            assert part in node, f"{reference} does not resolve"
+            node = node[part]
+    body = spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]["application/json"]
+    images = body["schema"]["properties"]["images"]["items"]
+    assert {"image_base64", "image", "filename"} <= set(images["properties"])

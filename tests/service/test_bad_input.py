@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -115,6 +116,41 @@ CASES = {
         "unsupported_media_type",
     ),
     "negative wait": ({"json": {**MODEL, "image": [[0.5]]}, "params": {"wait": "-1"}}, 422, None),
+    "a method that is not a string": (
+        {"json": {**MODEL, "image": [[0.5]], "methods": ["margin", 1]}},
+        422,
+        "invalid_request",
+    ),
+    "a number too large for a float in the array": (
+        {"json": {**MODEL, "image": [[10**400, 0.5]]}},
+        422,
+        "invalid_image",
+    ),
+    "JSON nested too deeply": (
+        {
+            "content": b'{"model": "tiny-hycas", "image": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "malformed_json",
+    ),
+    "JSON integer with too many digits": (
+        {
+            "content": b'{"model": "tiny-hycas", "image": [[0.5]], "n": ' + b"7" * 5000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "malformed_json",
+    ),
+    "infinite target_radius": (
+        {
+            "content": b'{"model": "tiny-hycas", "image": [[0.5]], "methods": ["radius_test"], '
+            b'"target_radius": 1e999}',
+            "headers": {"content-type": "application/json"},
+        },
+        422,
+        "invalid_request",
+    ),
 }
 
 
@@ -134,6 +170,29 @@ def test_bad_certify_request_is_a_4xx_with_a_message(small_limits_client, case):
     if code is not None:
         assert error["code"] == code
     assert len(error["message"]) > 10
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "says"),
+    [
+        (
+            {"files": {"file": ("a.png", png_bytes())}, "data": {"model": [SMALL_MODEL_ID] * 2}},
+            "several 'model' fields",
+        ),
+        (
+            {
+                "files": [("file", ("a.png", png_bytes())), ("file", ("b.png", png_bytes()))],
+                "data": MODEL,
+            },
+            "more than one file",
+        ),
+    ],
+    ids=["two model fields", "two files"],
+)
+def test_a_form_with_a_field_twice_says_so(small_limits_client, request_kwargs, says):
+    response = small_limits_client.post("/v1/certify", **request_kwargs)
+    assert response.status_code == 422
+    assert says in response.json()["error"]["message"]
 
 
 def test_too_many_bytes_are_counted_while_reading_not_from_the_header(small_limits_client):
@@ -186,6 +245,10 @@ def test_too_many_batch_images_and_empty_batches_are_refused():
         response = client.post("/v1/batches", files=files, data=MODEL)
         assert response.status_code == 413
         assert "3 images; the limit is 2" in response.json()["error"]["message"]
+        files = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(5)]
+        response = client.post("/v1/batches", files=files, data=MODEL)
+        assert response.status_code == 413
+        assert "more than 2 images; the limit is 2" in response.json()["error"]["message"]
         response = client.post("/v1/batches", json={**MODEL, "images": []})
         assert response.status_code == 422
         response = client.post("/v1/batches", data=MODEL, files={"unused": ("", b"")})
@@ -214,3 +277,31 @@ def test_json_errors_never_echo_the_image(small_limits_client):
     response = small_limits_client.post("/v1/certify", json={**MODEL, "image": secret})
     assert response.status_code == 422
     assert "0.123456789" not in json.dumps(response.json())
+
+
+@pytest.fixture(scope="module")
+def repository_client():
+    """The app on the shipped model repository (no model is loaded by these requests)."""
+    with TestClient(create_app(embedded_settings())) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "model_id", ["", "../../etc", "Digits-HyCAS", "digits hycas", "a" * 5000, "\u00e9"]
+)
+def test_a_string_that_is_not_a_model_id_is_an_unknown_model(repository_client, model_id):
+    responses = [repository_client.post("/v1/certify", json={"model": model_id, "image": [[0]]})]
+    if model_id and "/" not in model_id:  # else the path is another route
+        responses.append(repository_client.get("/v1/models/" + quote(model_id, safe="")))
+    for response in responses:
+        assert response.status_code == 404, response.text
+        error = response.json()["error"]
+        assert error["code"] == "unknown_model"
+        assert "digits-hycas" in error["message"] and len(error["message"]) < 400
+
+
+def test_an_unknown_model_does_not_reveal_the_repository_folder(repository_client):
+    response = repository_client.get("/v1/models/no-such-model")
+    assert response.status_code == 404
+    assert "model_repository" not in response.json()["error"]["message"]
+    assert "digits-hycas" in response.json()["error"]["message"]

@@ -246,3 +246,85 @@ def test_every_bundled_dicom_file_decodes_or_is_refused_with_a_4xx(path):
         assert 400 <= error.status_code < 500
     else:
         check_model_input(decoded, (1, 16, 16))
+
+
+def npy_header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """An ``.npy`` header declaring ``shape``, followed by a few bytes instead of the data."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 16
+
+
+@pytest.mark.parametrize(
+    ("shape", "error"),
+    [
+        ((100_000, 100_000), ImageTooLarge),
+        ((2, 100_000, 100_000), ImageTooLarge),
+        ((64, 64), TruncatedImage),
+        ((1, 2, 3, 4), InvalidImage),
+    ],
+)
+def test_npy_header_is_checked_before_the_array_is_allocated(shape, error):
+    """A 100 000 × 100 000 float64 header would make NumPy allocate 75 GiB."""
+    with pytest.raises(error):
+        decode_image(npy_header_only(shape), (1, 8, 8), max_pixels=LIMIT)
+
+
+def test_json_numbers_too_large_for_a_float_are_refused():
+    with pytest.raises(InvalidImage):
+        decode_array([[10**400, 0.5]], (1, 8, 8), max_pixels=LIMIT)
+
+
+def _without_photometric(ds: pydicom.Dataset) -> None:
+    del ds.PhotometricInterpretation
+
+
+def _empty_pixel_data(ds: pydicom.Dataset) -> None:
+    ds.PixelData = b""
+
+
+def _three_samples_without_planar_configuration(ds: pydicom.Dataset) -> None:
+    ds.SamplesPerPixel = 3
+
+
+def _rows_of_one_byte(ds: pydicom.Dataset) -> None:
+    tag = pydicom.tag.Tag("Rows")
+    ds._dict[tag] = pydicom.dataelem.RawDataElement(tag, "US", 1, b"\x01", 0, False, True)
+
+
+def _empty_modality_lut(ds: pydicom.Dataset) -> None:
+    ds.ModalityLUTSequence = [pydicom.Dataset()]
+
+
+def _nan_window_center(ds: pydicom.Dataset) -> None:
+    tag = pydicom.tag.Tag("WindowCenter")
+    ds._dict[tag] = pydicom.dataelem.RawDataElement(tag, "DS", 4, b"NaN ", 0, False, True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _without_photometric,
+        _empty_pixel_data,
+        _three_samples_without_planar_configuration,
+        _rows_of_one_byte,
+        _empty_modality_lut,
+        _nan_window_center,
+    ],
+)
+def test_malformed_dicom_headers_are_refused_not_crashed(damage):
+    ds = pydicom.dcmread(io.BytesIO(bundled("MR_small.dcm")))
+    damage(ds)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)
+    with pytest.raises(InvalidImage) as refused:
+        decode_image(buffer.getvalue(), (1, 8, 8), max_pixels=LIMIT)
+    assert str(ds.PatientName) not in refused.value.message
+
+
+@pytest.mark.parametrize("name", ["image_dfl.dcm", "SC_rgb_jls_lossy_sample.dcm"])
+def test_dicom_cut_where_pydicom_fails_inside_its_reader_is_refused(name):
+    """A deflated file cut short makes pydicom raise zlib.error; another one struct.error."""
+    data = bundled(name)
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) // 2], (1, 8, 8), max_pixels=LIMIT)

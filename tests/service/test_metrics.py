@@ -101,3 +101,27 @@ def test_unmatched_routes_do_not_create_a_label_per_path(client):
     routes = {s.labels["route"] for s in families["hycas_http_requests"].samples}
     assert "unmatched" in routes
     assert not any("12345" in route for route in routes)
+
+
+def test_an_unreachable_redis_is_a_503_and_metrics_are_still_served():
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+    from tests.service.conftest import embedded_settings
+    from tests.workers.small_models import SmallModelSource
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = embedded_settings(redis_url=f"redis://127.0.0.1:{port}/13")
+    with TestClient(create_app(settings, SmallModelSource())) as client:
+        request = {"model": SMALL_MODEL_ID, "image": np.full((8, 8), 0.5).tolist()}
+        for response in (client.post("/v1/certify", json=request), client.get("/v1/jobs/abc")):
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "store_unavailable"
+        assert client.get("/readyz").status_code == 503
+        families = scrape(client)
+    assert "hycas_http_requests" in families
+    assert "hycas_queue_length" not in families

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from pydantic import ValidationError
@@ -59,3 +62,38 @@ def test_models_load_once_per_process_and_again_after_a_fork():
     assert cache.get(SMALL_MODEL_ID) is not first
     with pytest.raises(UnknownModelError, match="available"):
         cache.get("no-such-model")
+
+
+def test_a_worker_parent_never_touches_cuda_before_it_forks():
+    """Importing the tasks and building the app (what a prefork parent does before forking)
+    calls no ``torch.cuda`` function: CUDA is initialised in the child, at its first job."""
+    code = textwrap.dedent(
+        """
+        import torch
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("torch.cuda was used before the worker forked")
+
+        for name in ("is_available", "init", "_lazy_init", "device_count", "current_device"):
+            setattr(torch.cuda, name, refuse)
+
+        import workers.tasks
+        from service.cli import main  # noqa: F401  (the ``hycas worker`` entry point)
+        from workers.app import app
+
+        app.loader.import_default_modules()
+        assert "hycas.certify_job" in app.tasks
+        workers.tasks.process_runner.cache_clear()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYCAS_")}
+    env["HYCAS_REDIS_URL"] = "redis://127.0.0.1:6379/11"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
