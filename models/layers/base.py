@@ -28,15 +28,55 @@ class LipschitzModule(nn.Module):
     def cached_when_frozen(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``compute()`` (a weight derived from this layer's parameters), cached while no
         gradient is recorded and the parameters are unchanged: certification runs many
-        forward passes with the same weights, training recomputes every time."""
+        forward passes with the same weights, training recomputes every time.
+
+        On the CPU "unchanged" means the same values, so an in-place edit through ``.data``
+        is seen. On an accelerator, comparing values would synchronise with the host at every
+        layer of every batch; there the key is the storage and its version counter, and an
+        edit through ``.data`` must be followed by ``clear_derived_weights()``. Either way the
+        layer's bound is unaffected: AOL and row-normalised weights are contractions whatever
+        parameters they were derived from.
+        """
         if torch.is_grad_enabled():
             return compute()
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
+        params = tuple(p.detach() for p in self.parameters(recurse=False))
         cache = self.__dict__.get("_derived_weight_cache")
-        if cache is None or cache[0] != key:
-            cache = (key, compute())
+        if cache is None or not _cache_matches(cache[0], params):
+            cache = (_cache_key(params), compute())
             self.__dict__["_derived_weight_cache"] = cache
         return cache[1]
+
+    def clear_derived_weights(self) -> None:
+        """Forget the cached derived weight (after editing parameters in place on a GPU)."""
+        self.__dict__.pop("_derived_weight_cache", None)
+
+
+def _cache_key(params: tuple[torch.Tensor, ...]) -> tuple:
+    if all(p.device.type == "cpu" for p in params):
+        return ("values", tuple(p.clone() for p in params))
+    return ("storage", tuple((p.data_ptr(), p._version, p.shape, p.dtype) for p in params))
+
+
+def _cache_matches(key: tuple, params: tuple[torch.Tensor, ...]) -> bool:
+    kind, recorded = key
+    if kind == "values":
+        return same_values(recorded, params)
+    current = _cache_key(params)
+    return current[0] == "storage" and current[1] == recorded
+
+
+def same_values(snapshot: tuple[torch.Tensor, ...], tensors: tuple[torch.Tensor, ...]) -> bool:
+    """True when ``tensors`` hold exactly the values (dtype, device and shape too) of
+    ``snapshot``, a copy taken earlier.
+
+    Caches of derived weights and bounds are keyed by value, not by storage pointer and
+    version counter: an in-place edit through ``.data`` bumps no version counter, and a
+    freed storage can be reused by another tensor.
+    """
+    return len(snapshot) == len(tensors) and all(
+        s.dtype == t.dtype and s.device == t.device and s.shape == t.shape and torch.equal(s, t)
+        for s, t in zip(snapshot, tensors, strict=True)
+    )
 
 
 def apply_layer(layer: nn.Module, x: torch.Tensor, omega: OmegaSource | None) -> torch.Tensor:

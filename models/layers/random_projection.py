@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.bounds import conv_operator_norm_bound, float32_cast_margin
-from models.layers.base import LipschitzModule
+from models.layers.base import LipschitzModule, same_values
 
 
 class RandomProjectionConv2d(LipschitzModule):
@@ -50,7 +50,7 @@ class RandomProjectionConv2d(LipschitzModule):
         shrink = 1.0 - float32_cast_margin(kernel_size * kernel_size, out_channels, in_channels)
         kernel = kernel * (shrink / conv_operator_norm_bound(kernel, self.input_size))
         self.register_buffer("kernel", kernel.float())
-        self._bound_cache: tuple[tuple[int, int], float] | None = None
+        self._bound_cache: tuple[torch.Tensor, float] | None = None
         bound = self.lipschitz_bound()
         if bound > 1.0:
             raise ArithmeticError(f"normalised random projection has bound {bound} > 1")
@@ -63,9 +63,9 @@ class RandomProjectionConv2d(LipschitzModule):
         return F.conv2d(x, self.kernel, padding=self.kernel_size // 2)
 
     def lipschitz_bound(self) -> float:
-        key = (self.kernel.data_ptr(), self.kernel._version)
-        if self._bound_cache is None or self._bound_cache[0] != key:
-            self._bound_cache = (key, conv_operator_norm_bound(self.kernel, self.input_size))
+        kernel = self.kernel.detach()
+        if self._bound_cache is None or not same_values((self._bound_cache[0],), (kernel,)):
+            self._bound_cache = (kernel.clone(), conv_operator_norm_bound(kernel, self.input_size))
         return self._bound_cache[1]
 
     def extra_repr(self) -> str:
