@@ -12,6 +12,8 @@ diagonal with entries in [0, 1] and ``s ξ`` a constant, so ``x ↦ y`` is 1-Lip
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,9 +38,10 @@ class StochasticAttention(LipschitzModule):
         noise_std: float,
     ) -> None:
         super().__init__()
-        if temperature < 0 or noise_std < 0:
+        if not all(math.isfinite(v) and v >= 0 for v in (temperature, noise_std)):
             raise ValueError(
-                f"attention temperature and noise_std must be ≥ 0, got {temperature}, {noise_std}"
+                "attention temperature and noise_std must be finite and ≥ 0, "
+                f"got {temperature}, {noise_std}"
             )
         self.channels = channels
         self.input_size = (int(input_size[0]), int(input_size[1]))

@@ -9,6 +9,7 @@ What remains is ``(x − mean) · min(std) / std``, which keeps the channels' re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,8 +27,10 @@ class Standardize(LipschitzModule):
         super().__init__()
         if len(mean) != len(std):
             raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
-        if any(not s > 0 for s in std):
-            raise ValueError(f"std must be positive in every channel, got {list(std)}")
+        if any(not 0 < s < math.inf for s in std):
+            raise ValueError(f"std must be positive and finite in every channel, got {list(std)}")
+        if any(not math.isfinite(m) for m in mean):
+            raise ValueError(f"mean must be finite in every channel, got {list(mean)}")
         std_t = torch.tensor(list(std), dtype=torch.float64)
         self.register_buffer(
             "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)

@@ -259,6 +259,12 @@ def test_input_validation(x, message):
         ({"pooled_size": 3}, "pooled_size"),
         ({"mean": (0.5, 0.5)}, "channels"),
         ({"dropout": 0.1}, "unknown HyCAS config option"),
+        ({"attention_temperature": float("nan")}, "finite"),
+        ({"attention_noise_std": float("inf")}, "finite"),
+        ({"attention_noise_std": -0.1}, "≥ 0"),
+        ({"mean": (float("nan"),)}, "finite"),
+        ({"std": (float("inf"),)}, "finite"),
+        ({"std": (0.0,)}, "positive"),
     ],
 )
 def test_build_refuses_what_it_cannot_build(kwargs, message):
