@@ -205,11 +205,16 @@ async def parse_certify_request(
 
 
 async def parse_batch_request(
-    request: Request, max_upload_bytes: int, max_images: int
+    request: Request, max_upload_bytes: int, max_images: int, max_batch_bytes: int
 ) -> tuple[str, CertifyOptions, list[ImageUpload]]:
-    """``POST /v1/batches``: the model id, the shared options and the images."""
+    """``POST /v1/batches``: the model id, the shared options and the images.
+
+    The body is held to ``max_batch_bytes`` of images (4/3 of it for base64 in JSON) as well
+    as to ``max_images`` images of ``max_upload_bytes`` each, whichever is smaller.
+    """
     media_type = _media_type(request)
-    body_limit = max_images * (max_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES
+    image_bytes = min(max_images * max_upload_bytes, max_batch_bytes)
+    body_limit = image_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
         body = await read_body(request, body_limit)
         fields, files = await _parse_form(
@@ -223,7 +228,8 @@ async def parse_batch_request(
         model, options = _form_options(fields, files, ("files", "file"))
         images = files.get("files", []) + files.get("file", [])
         _check_image_count(len(images), max_images)
-        return model, options, await _uploads_from_files(images, max_upload_bytes)
+        uploads = await _uploads_from_files(images, max_upload_bytes)
+        return model, options, _check_batch_bytes(uploads, max_batch_bytes)
     if media_type == "application/json":
         body = await read_body(request, body_limit)
         try:
@@ -238,8 +244,18 @@ async def parse_batch_request(
         options = CertifyOptions.model_validate(
             parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
         )
-        return parsed.model, options, uploads
+        return parsed.model, options, _check_batch_bytes(uploads, max_batch_bytes)
     raise _unsupported(media_type)
+
+
+def _check_batch_bytes(uploads: list[ImageUpload], limit: int) -> list[ImageUpload]:
+    total = sum(len(upload.data) for upload in uploads if upload.data is not None)
+    if total > limit:
+        raise PayloadTooLarge(
+            f"the batch's images add up to {total:,} bytes; the limit is {limit:,} bytes "
+            "(split it into several batches)"
+        )
+    return uploads
 
 
 def _check_image_count(count: int, max_images: int) -> None:

@@ -27,6 +27,8 @@ class Settings(ExecutionSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)
     """Largest image (width × height of one frame) decoded."""
     max_batch_images: int = Field(default=64, ge=1)
+    max_batch_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Largest batch request (all its images together, counted while reading)."""
     max_wait_seconds: float = Field(default=60.0, ge=0)
     """Longest ``wait=`` a request may ask for before the answer falls back to 202."""
 

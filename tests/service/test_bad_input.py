@@ -255,6 +255,25 @@ def test_too_many_batch_images_and_empty_batches_are_refused():
         assert response.status_code == 422
 
 
+def test_a_batch_over_its_total_byte_limit_is_refused_while_reading():
+    settings = embedded_settings(max_upload_bytes=50_000, max_batch_bytes=120_000)
+    with TestClient(create_app(settings, SmallModelSource())) as client:
+        image = b"\x93NUMPY" + b"0" * 40_000  # each image is under its own limit
+        files = [("files", (f"{i}.npy", image, "application/octet-stream")) for i in range(5)]
+        response = client.post("/v1/batches", files=files, data=MODEL)
+        assert response.status_code == 413
+        message = response.json()["error"]["message"]
+        assert "add up to 200,030 bytes; the limit is 120,000 bytes" in message
+        files = [("files", (f"{i}.npy", image, "application/octet-stream")) for i in range(9)]
+        response = client.post("/v1/batches", files=files, data=MODEL)
+        assert response.status_code == 413  # refused while reading: the body is over its limit
+        assert "the request is larger than" in response.json()["error"]["message"]
+        encoded = base64.b64encode(image).decode()
+        images = [{"image_base64": encoded} for _ in range(5)]
+        response = client.post("/v1/batches", json={**MODEL, "images": images})
+        assert response.status_code == 413
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [

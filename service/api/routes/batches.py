@@ -30,7 +30,7 @@ async def create_batch(
     settings: SettingsDep,
 ) -> BatchResource:
     model, options, uploads = await parse_batch_request(
-        request, settings.max_upload_bytes, settings.max_batch_images
+        request, settings.max_upload_bytes, settings.max_batch_images, settings.max_batch_bytes
     )
     batch = await run_in_threadpool(jobs.submit_batch, model, options, uploads, caller)
     records = await run_in_threadpool(jobs.batch, batch.id, caller)
