@@ -39,7 +39,8 @@ def plot_certified_accuracy(
     if not reports:
         raise ValueError("no reports to plot")
     radii = radius_grid(reports)
-    figure, axes = plt.subplots(figsize=(7.0, 4.5), dpi=120)
+    many = len(reports) > 2  # a legend inside the axes would hide curves
+    figure, axes = plt.subplots(figsize=(10.5 if many else 7.0, 4.5), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, report) in enumerate(reports.items()):
         for j, name in enumerate(report.certificates_run()):
@@ -56,7 +57,10 @@ def plot_certified_accuracy(
     axes.set_xlim(0.0, radii[-1])
     axes.grid(alpha=0.3)
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8)
+    if many:
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        axes.legend(fontsize=8)
     figure.tight_layout()
     output = Path(path)
     figure.savefig(output, format="png")
