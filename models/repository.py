@@ -26,8 +26,9 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from models.architectures import build_model
@@ -203,7 +204,7 @@ def load(
             "corrupted)"
         )
     # The bytes that were hashed are the bytes that are parsed: nothing is read twice.
-    state = safetensors.torch.load(data)
+    state = load_safetensors(data)
     try:
         model = build_model(card.architecture, card.input_shape, card.num_classes, card.config)
         model.load_state_dict(state, strict=True)
@@ -296,7 +297,7 @@ def save_model(
         )
     bound = summary["lipschitz_bound"]
     state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
-    weights = safetensors.torch.save(state, metadata={"model_id": model_id, "version": new_version})
+    weights = save_safetensors(state, metadata={"model_id": model_id, "version": new_version})
     input_shape = tuple(int(d) for d in summary["input_shape"])
     card = ModelCard(
         id=model_id,

@@ -6,8 +6,9 @@ import json
 import pickle
 
 import pytest
-import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 import models
 from models import (
@@ -67,9 +68,9 @@ def save(model, repository, model_id="tiny", version=None) -> ModelCard:
 def rewrite_weights(package, change) -> None:
     """Apply ``change`` to the stored tensors and make the card's sha256 match again."""
     weights = package / "model.safetensors"
-    state = safetensors.torch.load(weights.read_bytes())
+    state = load_safetensors(weights.read_bytes())
     change(state)
-    data = safetensors.torch.save(state)
+    data = save_safetensors(state)
     weights.write_bytes(data)
     card = json.loads((package / "model.json").read_text())
     card["sha256"] = models.repository.sha256_hex(data)
