@@ -9,7 +9,9 @@ values (patient tags) into messages.
 DICOM: the first frame of a multi-frame object; the modality LUT or rescale slope/intercept;
 the first VOI window when the file has one (PS3.3 C.11.2.1.2), else the frame's own value
 range; MONOCHROME1 inverted so that bright means high; colour converted to RGB by pydicom.
-Compressed transfer syntaxes need codecs (the ``dicom`` extra); a missing one is a 415.
+Compressed transfer syntaxes need codecs (the ``dicom`` extra); a missing one is a 415. A
+deflated data set is inflated in bounded chunks and refused when it grows past what the pixel
+limit allows, before pydicom inflates it whole.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import io
 import logging
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,9 @@ import pydicom
 import pydicom.errors
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from service.errors import (
     ImageTooLarge,
@@ -256,7 +261,52 @@ def apply_window(values: np.ndarray, center: float, width: float, function: str)
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 
-def _read_dicom(data: bytes) -> pydicom.Dataset:
+#: Bytes a deflated DICOM data set may inflate to, per pixel the service accepts: three
+#: 16-bit samples of one frame, with room to spare for the header and a few more frames.
+DEFLATED_BYTES_PER_PIXEL = 16
+#: Inflated bytes allowed on top, for the elements before the pixel data.
+DEFLATED_HEADER_BYTES = 1 << 20
+_INFLATE_CHUNK = 1 << 20
+
+
+def _check_inflated_size(data: bytes, max_pixels: int) -> None:
+    """Refuse a Deflated Explicit VR Little Endian file (PS3.5 A.5) whose data set inflates
+    past ``DEFLATED_BYTES_PER_PIXEL × max_pixels + DEFLATED_HEADER_BYTES`` bytes.
+
+    pydicom inflates such a data set whole before any element can be checked, so a small
+    upload could otherwise expand to gigabytes (a decompression bomb). The stream is inflated
+    here in bounded chunks and counted; nothing is kept. Files with another transfer syntax,
+    or a file meta group pydicom cannot read (refused later), pass through.
+    """
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, False)
+        syntax = _read_file_meta_info(stream).get("TransferSyntaxUID")
+    except Exception:
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    limit = DEFLATED_BYTES_PER_PIXEL * max_pixels + DEFLATED_HEADER_BYTES
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, inflated = data[stream.tell() :], 0
+    try:
+        while True:
+            chunk = inflater.decompress(pending, _INFLATE_CHUNK)
+            inflated += len(chunk)
+            if inflated > limit:
+                raise ImageTooLarge(
+                    f"the deflated DICOM data set inflates to more than {limit:,} bytes (the "
+                    f"limit for {max_pixels:,} pixels); send it uncompressed or as one frame"
+                )
+            pending = inflater.unconsumed_tail
+            if not pending and len(chunk) < _INFLATE_CHUNK:
+                return
+    except zlib.error:
+        raise InvalidImage("the deflated DICOM data set is corrupt") from None
+
+
+def _read_dicom(data: bytes, max_pixels: int) -> pydicom.Dataset:
+    _check_inflated_size(data, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -358,7 +408,7 @@ def _dicom_to_unit_range(
 
 def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     """A DICOM file's first frame in ``[0, 1]``; a malformed header or pixel data is a 4xx."""
-    ds = _read_dicom(data)
+    ds = _read_dicom(data, max_pixels)
     try:
         frame, steps = _dicom_frame(ds, max_pixels)
     except ServiceError:

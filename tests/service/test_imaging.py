@@ -229,6 +229,35 @@ def test_decompression_bomb_is_refused_before_decoding():
         decode_image(bomb, (1, 8, 8), max_pixels=LIMIT)
 
 
+def test_deflated_dicom_bomb_is_refused_before_pydicom_inflates_it(monkeypatch):
+    dataset = pydicom.dcmread(io.BytesIO(bundled("image_dfl.dcm")))
+    assert dataset.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian
+    pixels = int(dataset.Rows) * int(dataset.Columns)
+    honest = dicom_bytes(dataset)
+    decode_image(honest, (1, 8, 8), max_pixels=pixels)  # the real deflated file is accepted
+
+    dataset.add_new(0x00091000, "OB", bytes(64 << 20))  # 64 MiB of zeros in a private element
+    bomb = dicom_bytes(dataset)
+    assert len(bomb) < len(honest) + 200_000
+
+    def refuse_to_inflate(*args, **kwargs):
+        raise AssertionError("pydicom was asked to read the bomb")
+
+    monkeypatch.setattr(pydicom, "dcmread", refuse_to_inflate)
+    with pytest.raises(ImageTooLarge, match="inflates to more than"):
+        decode_image(bomb, (1, 8, 8), max_pixels=pixels)
+
+
+def test_corrupt_deflated_dicom_is_refused():
+    data = bundled("image_dfl.dcm")
+    # The data set starts after the file meta group: 128 + 4 bytes, the 12-byte group length
+    # element (0002,0000) and the group length it states (PS3.10 7.1).
+    start = 144 + int.from_bytes(data[140:144], "little")
+    corrupt = data[:start] + b"\xff" * 8 + data[start + 8 :]  # BTYPE 11: a reserved block type
+    with pytest.raises(InvalidImage, match="deflated DICOM data set is corrupt"):
+        decode_image(corrupt, (1, 8, 8), max_pixels=LIMIT)
+
+
 def test_png_round_trip_values():
     decoded = decode_image(png_bytes(size=(8, 8), seed=3), (1, 8, 8), max_pixels=LIMIT)
     expected = np.asarray(Image.open(io.BytesIO(png_bytes(size=(8, 8), seed=3)))) / 255
