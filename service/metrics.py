@@ -37,10 +37,20 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_REQUEST_DURATION = Histogram(
     "hycas_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route template and method.",
-    ["route", "method"],
+    "Time to answer an HTTP request, by route template, method and status code.",
+    ["route", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+
+#: Methods recorded by name; any other is recorded as ``other``, so that a client cannot
+#: create new label values (series) at will.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of a request: its name when standard, else ``other``."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 class QueueLengthCollector(Collector):
@@ -100,9 +110,10 @@ class RequestMetricsMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
-            HTTP_REQUEST_DURATION.labels(route=template, method=method).observe(elapsed)
+            method = method_label(scope["method"])
+            labels = {"route": template, "method": method, "status": str(status)}
+            HTTP_REQUESTS.labels(**labels).inc()
+            HTTP_REQUEST_DURATION.labels(**labels).observe(elapsed)
             logger.info(
                 "event=http_request method=%s route=%s status=%d seconds=%.4f",
                 method,

@@ -89,18 +89,32 @@ def test_metrics_after_a_job(client):
         >= 1
     )
     assert (
+        sample_value(
+            families["hycas_http_request_duration_seconds"],
+            "hycas_http_request_duration_seconds_count",
+            route="/v1/certify",
+            method="POST",
+            status="200",
+        )
+        >= 1
+    )
+    assert (
         sample_value(families["hycas_models_loaded"], "hycas_models_loaded", model=SMALL_MODEL_ID)
         == 1
     )
     assert sample_value(families["hycas_queue_length"], "hycas_queue_length") == 0
 
 
-def test_unmatched_routes_do_not_create_a_label_per_path(client):
+def test_unmatched_routes_and_odd_methods_do_not_create_label_values(client):
     client.get("/no/such/path/12345")
+    assert client.request("FOOBAR12345", "/v1/certify").status_code == 405
     families = scrape(client)
-    routes = {s.labels["route"] for s in families["hycas_http_requests"].samples}
+    samples = families["hycas_http_requests"].samples
+    routes = {s.labels["route"] for s in samples}
     assert "unmatched" in routes
     assert not any("12345" in route for route in routes)
+    odd = [s for s in samples if s.labels["route"] == "/v1/certify" and s.labels["status"] == "405"]
+    assert {s.labels["method"] for s in odd} == {"other"}
 
 
 def test_an_unreachable_redis_is_a_503_and_metrics_are_still_served():
