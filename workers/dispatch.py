@@ -60,6 +60,8 @@ class EmbeddedDispatcher:
 
     @staticmethod
     def _log_crash(future: Future[None]) -> None:
+        if future.cancelled():  # dropped by close() before it started: nothing crashed
+            return
         error = future.exception()
         if error is not None:
             logger.error("event=job_runner_crashed error=%s", type(error).__name__, exc_info=error)

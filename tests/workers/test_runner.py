@@ -153,3 +153,20 @@ def test_stopping_the_runner_cancels_a_running_job():
     stopper.start()
     assert runner.run(job.id) is JobStatus.CANCELLED
     assert runner.store.get_job(job.id).progress.samples_done < 200_000
+
+
+def test_closing_the_embedded_pool_drops_queued_jobs_quietly(caplog):
+    from workers.dispatch import EmbeddedDispatcher
+
+    runner = make_runner()
+    dispatcher = EmbeddedDispatcher(runner, pool_size=1)
+    jobs = [submit(runner, parameters=parameters(n=200_000, batch_size=10)) for _ in range(3)]
+    for job in jobs:
+        dispatcher.dispatch(job.id)
+    while runner.store.get_job(jobs[0].id).progress.samples_done == 0:
+        time.sleep(0.005)
+    with caplog.at_level("ERROR"):
+        dispatcher.close()
+    assert runner.store.get_job(jobs[0].id).status is JobStatus.CANCELLED
+    assert [runner.store.get_job(job.id).status for job in jobs[1:]] == [JobStatus.QUEUED] * 2
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
