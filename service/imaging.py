@@ -233,12 +233,17 @@ def _scale_array(array: np.ndarray, source: str, max_pixels: int) -> tuple[np.nd
 
 def array_from_json(nested: Any, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     """A JSON nested list of numbers in ``[0, 1]`` (``[H, W]``, ``[C, H, W]`` or ``[H, W, C]``)."""
+    message = "image must be a rectangular nested array of numbers ([H, W], [C, H, W] or [H, W, C])"
     try:
-        array = np.asarray(nested, dtype=np.float64)
+        array = np.asarray(nested)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidImage(
-            "image must be a rectangular nested array of numbers ([H, W], [C, H, W] or [H, W, C])"
-        ) from None
+        raise InvalidImage(message) from None
+    if array.dtype.kind not in "iuf":  # strings, booleans, nulls and objects are not pixels
+        raise InvalidImage(message)
+    try:
+        array = array.astype(np.float64)
+    except OverflowError:
+        raise InvalidImage(message) from None
     return _scale_array(array, "JSON", max_pixels)
 
 

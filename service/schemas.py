@@ -39,6 +39,24 @@ class CertifyOptions(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, lt=2**63, description="default: a fresh one")
 
+    @field_validator(
+        "sigma",
+        "alpha",
+        "n0",
+        "n",
+        "batch_size",
+        "ensemble",
+        "target_radius",
+        "seed",
+        mode="before",
+    )
+    @classmethod
+    def _no_booleans(cls, value: object) -> object:
+        """``true`` is not a number here, although Python and pydantic would read it as 1."""
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        return value
+
     @field_validator("methods", mode="before")
     @classmethod
     def _split_methods(cls, value: object) -> object:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,16 @@ async def _uploads_from_files(files: list[UploadFile], limit: int) -> list[Image
     return uploads
 
 
+_DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _base64_payload(text: str) -> str:
+    """The base64 digits of ``text``: line breaks (MIME, GNU ``base64``) and spaces dropped,
+    and a ``data:<type>;base64,`` URL prefix removed."""
+    return _DATA_URL_PREFIX.sub("", _WHITESPACE.sub("", text), count=1)
+
+
 def _upload_from_inline(image: InlineImage, limit: int, index: int | None) -> ImageUpload:
     if (image.image_base64 is None) == (image.image is None):
         where = "" if index is None else f"images.{index}: "
@@ -123,7 +134,7 @@ def _upload_from_inline(image: InlineImage, limit: int, index: int | None) -> Im
         return ImageUpload(data=None, array=image.image, filename=image.filename)
     _check_image_size(len(image.image_base64) * 3 // 4, limit, index)
     try:
-        data = base64.b64decode(image.image_base64, validate=True)
+        data = base64.b64decode(_base64_payload(image.image_base64), validate=True)
     except (binascii.Error, ValueError):
         where = "image_base64" if index is None else f"images.{index}.image_base64"
         raise InvalidRequest(f"{where} is not valid base64") from None
@@ -156,6 +167,12 @@ def _form_options(
         raise InvalidRequest("the form has several 'model' fields; send exactly one")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("the form needs a 'model' field (a model id, e.g. digits-hycas)")
+    as_text = sorted(set(fields) & set(names))
+    if as_text:
+        raise InvalidRequest(
+            f"the form field {as_text[0]!r} was sent as text, not as a file; send the image "
+            f"as a file part (with a filename), e.g. curl -F {as_text[0]}=@scan.dcm"
+        )
     unknown = sorted((set(fields) | set(files)) - set(CertifyOptions.model_fields) - set(names))
     if unknown:
         raise InvalidRequest(

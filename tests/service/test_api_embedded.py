@@ -76,6 +76,20 @@ def test_wait_answers_200_with_the_result(client):
     assert response.json()["result"]["provenance"]["seed"] == 3
 
 
+def test_base64_with_line_breaks_or_a_data_url_prefix_is_the_same_image(client):
+    encoded = base64.b64encode(png_bytes()).decode()
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
+    hashes = set()
+    for text in (encoded, wrapped, "data:image/png;base64," + encoded):
+        response = client.post(
+            "/v1/certify",
+            json={"model": SMALL_MODEL_ID, "image_base64": text, "methods": ["margin"]},
+        )
+        assert response.status_code == 202, response.text
+        hashes.add(response.json()["input"]["sha256"])
+    assert hashes == {hashlib.sha256(png_bytes()).hexdigest()}
+
+
 def test_json_nested_array_with_all_three_methods(client):
     image = np.random.default_rng(0).random((8, 8)).tolist()
     response = client.post(

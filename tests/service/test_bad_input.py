@@ -77,6 +77,11 @@ CASES = {
         422,
         "invalid_request",
     ),
+    "file sent as a text field": (
+        {"data": {**MODEL, "file": "scan.png"}, "files": {"other": ("", b"")}},  # no filename
+        422,
+        "invalid_request",
+    ),
     "no file": ({"data": MODEL, "files": {}}, 415, "unsupported_media_type"),
     "malformed JSON": (
         {
@@ -104,6 +109,14 @@ CASES = {
         "invalid_image",
     ),
     "array of strings": ({"json": {**MODEL, "image": [["a", "b"]]}}, 422, "invalid_image"),
+    "array of numbers as strings": (
+        {"json": {**MODEL, "image": [["0.5", "0.2"]]}},
+        422,
+        "invalid_image",
+    ),
+    "array of booleans": ({"json": {**MODEL, "image": [[True, False]]}}, 422, "invalid_image"),
+    "array with a null": ({"json": {**MODEL, "image": [[0.5, None]]}}, 422, "invalid_image"),
+    "a boolean n": ({"json": {**MODEL, "image": [[0.5]], "n": True}}, 422, "invalid_request"),
     "unknown JSON field": (
         {"json": {**MODEL, "image": [[0.5]], "colour": 1}},
         422,
