@@ -104,20 +104,24 @@ def round_up(value: Fraction) -> float:
 
 
 def convex_weights(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax weights whose float32 values sum to at most 1 exactly.
+    """Softmax weights whose values sum to at most 1 in exact arithmetic.
 
-    A float32 softmax can sum to 1 + a few ulps; a convex combination must not, or a chain of
-    "1-Lipschitz" gates drifts above 1. The largest weight is lowered by the excess (a
-    constant, so gradients are those of the softmax).
+    A float32 softmax can sum to 1 + a few ulps (and a float64 sum of the weights can round
+    such an excess away); a convex combination must not exceed 1, or a chain of "1-Lipschitz"
+    gates drifts above 1. The sum is formed exactly; when it exceeds 1 the largest weight is
+    lowered to the largest number of its dtype that brings the sum to ≤ 1 (a constant
+    correction, so gradients are those of the softmax). The check reads the weights on the
+    host: layers call this once per parameter update (see ``cached_when_frozen``).
     """
     w = torch.softmax(logits, dim=0)
-    excess = w.detach().double().sum() - 1.0
-    if excess <= 0:
+    values = w.detach().cpu().tolist()
+    if sum((Fraction(v) for v in values), Fraction(0)) <= 1:
         return w
-    i = int(torch.argmax(w.detach()))
-    lowered = w.detach()[i].clone()
-    while (w.detach().double().sum() - w.detach()[i].double() + lowered.double()) > 1.0:
+    i = max(range(len(values)), key=values.__getitem__)
+    room = 1 - sum((Fraction(v) for j, v in enumerate(values) if j != i), Fraction(0))
+    lowered = torch.tensor(float(room), dtype=w.dtype)
+    while Fraction(float(lowered)) > room:
         lowered = torch.nextafter(lowered, torch.zeros_like(lowered))
     correction = torch.zeros_like(w)
-    correction[i] = w.detach()[i] - lowered
+    correction[i] = w.detach()[i] - lowered.to(w.device)
     return w - correction

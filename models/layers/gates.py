@@ -41,7 +41,7 @@ class ConvexGate(LipschitzModule):
         self.draws_omega = any(getattr(b, "draws_omega", False) for b in branches)
 
     def weights(self) -> torch.Tensor:
-        return convex_weights(self.gate_logits)
+        return self.cached_when_frozen(lambda: convex_weights(self.gate_logits))
 
     def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
         w = self.weights()
@@ -70,7 +70,7 @@ class ConvexResidual(LipschitzModule):
         self.draws_omega = getattr(body, "draws_omega", False)
 
     def weights(self) -> torch.Tensor:
-        return convex_weights(self.mix_logits)
+        return self.cached_when_frozen(lambda: convex_weights(self.mix_logits))
 
     def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
         w = self.weights()

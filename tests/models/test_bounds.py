@@ -91,17 +91,32 @@ def test_product_and_sum_round_up():
         product_upper_bound([float("nan")])
 
 
+def exact_sum(w: torch.Tensor) -> Fraction:
+    return sum((Fraction(v) for v in w.tolist()), Fraction(0))
+
+
 def test_convex_weights_never_sum_above_one():
     g = torch.Generator().manual_seed(0)
     above = 0
     for trial in range(3000):
         logits = torch.randn(2 + trial % 4, generator=g) * (10.0 ** (trial % 5 - 2))
         plain = torch.softmax(logits, dim=0)
-        above += float(plain.double().sum()) > 1.0
+        above += exact_sum(plain) > 1
         w = convex_weights(logits)
-        assert float(w.double().sum()) <= 1.0
+        assert exact_sum(w) <= 1
         assert (w >= 0).all()
     assert above > 0, "the trial set should contain softmax sums above 1 to be meaningful"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_convex_weights_see_an_excess_a_float64_sum_rounds_away(dtype):
+    # softmax([0, -38]) = [1.0, 3.1e-17]: float64 sums it to exactly 1.0, the real sum is above.
+    logits = torch.tensor([0.0, -38.0], dtype=dtype)
+    plain = torch.softmax(logits, dim=0)
+    assert float(plain.double().sum()) == 1.0 and exact_sum(plain) > 1
+    w = convex_weights(logits)
+    assert exact_sum(w) <= 1 and w.dtype == dtype
+    assert float(w[0]) == math.nextafter(1.0, 0.0) if dtype == torch.float64 else w[0] < 1
 
 
 def test_convex_weights_keep_softmax_gradients():
