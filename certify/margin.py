@@ -18,7 +18,7 @@ import torch
 
 from certify.result import CertificationResult
 from certify.rounding import round_down
-from certify.sampling import check_logits, is_stochastic, model_device
+from certify.sampling import check_logits, is_stochastic, model_device, require_ieee_float32
 from certify.seeds import derive_seeds
 from certify.validation import (
     float32_rounding_offset,
@@ -90,7 +90,8 @@ def margin_certify(
     here and is part of that assumption: an error ``e`` in each logit can overstate the
     radius by up to ``2e / (√2·L)`` and, when the margin is below ``2e``, give the wrong label
     (for float32 logits of magnitude ``|z|``, ``e`` is at least about ``6·10⁻⁸·|z|``, and
-    grows with the depth of the network).
+    grows with the depth of the network). On CUDA, TensorFloat-32 is turned off first
+    (:func:`certify.sampling.require_ieee_float32`), or ``e`` would be about 10⁻³·|z|.
 
     A stochastic model (``model.stochastic``) is run K = ``ensemble`` times with
     ``omega_seed=`` each of K seeds derived from ``seed`` (recorded in the result). A
@@ -110,6 +111,7 @@ def margin_certify(
         )
 
     device = model_device(model)
+    require_ieee_float32(device)
     omega_seeds = derive_seeds(seed, ensemble) if stochastic else ()
     with torch.inference_mode():
         batch = image.to(device).unsqueeze(0)

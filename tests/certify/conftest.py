@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -18,3 +20,13 @@ def image64() -> torch.Tensor:
     """A float64 image in [0.25, 0.75] whose values are not float32 numbers."""
     generator = torch.Generator().manual_seed(4321)
     return 0.25 + 0.5 * torch.rand((1, 8, 8), generator=generator, dtype=torch.float64)
+
+
+@pytest.fixture
+def tf32_on() -> Iterator[None]:
+    """TensorFloat-32 allowed for the test (PyTorch's cuDNN default); the flags restored after."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -47,3 +47,34 @@ def test_stochastic_model_on_cuda_replays_from_the_seed(image):
     torch.cuda.manual_seed_all(99)
     again = smoothing_certify(model, image, sigma=SIGMA, n=5000, seed=3)
     assert first.counts == again.counts and first.abstained
+
+
+def _hycas_on_cuda():
+    from models import build_hycas
+
+    torch.manual_seed(0)
+    return build_hycas((1, 8, 8), num_classes=10).eval().to("cuda")
+
+
+def test_hycas_counting_never_synchronizes_with_the_host(image):
+    model = _hycas_on_cuda()
+    sampler = NoisyVoteSampler(
+        model, image, sigma=SIGMA, batch_size=500, seed=0, samples_planned=5000
+    )
+    sampler.count(500)  # first batch: buffers, class count, derived weights cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        counts = sampler.count(4500)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(counts.sum()) == 4500
+
+
+def test_margin_on_cuda_runs_in_ieee_float32(image, tf32_on):
+    from certify import margin_certify
+
+    certificate = margin_certify(_hycas_on_cuda(), image, ensemble=4, seed=5)
+    assert certificate.device.startswith("cuda")
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False

@@ -113,3 +113,13 @@ def test_a_float64_input_is_certified_around_itself_not_its_float32_copy(image64
     assert certificate.input_rounding == pytest.approx(float(rounding.norm()), rel=1e-5)
     assert certificate.input_rounding >= float(rounding.norm())
     assert margin_certify(model, image64.to(torch.float32)).input_rounding == 0.0
+
+
+def test_certifying_for_cuda_turns_tensorfloat32_off(tf32_on):
+    from certify.sampling import require_ieee_float32
+
+    require_ieee_float32(torch.device("cpu"))
+    assert torch.backends.cudnn.allow_tf32 is True  # the CPU is IEEE float32 already
+    require_ieee_float32(torch.device("cuda"))
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
