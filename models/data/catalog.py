@@ -6,6 +6,7 @@ in the dataset's own format.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from models.data.cifar import load_cifar
@@ -26,8 +27,23 @@ DATASETS = {
 """Every dataset name, with what ``path`` must point at."""
 
 
-def load_dataset(name: str, split: str, path: str | Path | None = None) -> ImageDataset:
-    """The ``split`` of dataset ``name`` (see :data:`DATASETS` for what ``path`` is)."""
+def load_dataset(
+    name: str,
+    split: str,
+    path: str | Path | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> ImageDataset:
+    """The ``split`` of dataset ``name`` (see :data:`DATASETS` for what ``path`` is). With
+    ``class_names`` (a model's, or the train split's), labels index them, matched by name; a
+    class of the split that is not among them is refused."""
+    dataset = _load_split(name, split, path, class_names)
+    return dataset if class_names is None else dataset.relabelled(class_names)
+
+
+def _load_split(
+    name: str, split: str, path: str | Path | None, class_names: Sequence[str] | None
+) -> ImageDataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     if name == "digits":
@@ -45,4 +61,5 @@ def load_dataset(name: str, split: str, path: str | Path | None = None) -> Image
         raise FileNotFoundError(
             f"image folder split {split_dir} does not exist; expected {path}/<split>/<class>/*"
         )
-    return load_image_folder(split_dir, split=split)
+    # An image folder's classes are its sub-folders: only names can match them across splits.
+    return load_image_folder(split_dir, split=split, class_names=class_names)

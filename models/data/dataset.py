@@ -8,6 +8,7 @@ the model, where its Lipschitz bound covers it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,33 @@ class ImageDataset:
             labels=self.labels[:count],
             split_recipe=f"the first {min(count, len(self))} images of: {self.split_recipe}",
         )
+
+    def relabelled(self, class_names: Sequence[str]) -> ImageDataset:
+        """The same images with labels indexing ``class_names`` (e.g. a model's), matched by
+        name: ``class_names`` may hold more classes than this split, never fewer."""
+        class_names = tuple(class_names)
+        if class_names == self.class_names:
+            return self
+        where = f"{self.name}/{self.split}: classes"
+        index = torch.tensor(class_indices(self.class_names, class_names, where=where))
+        return dataclasses.replace(
+            self,
+            labels=index[self.labels],
+            class_names=class_names,
+            split_recipe=f"{self.split_recipe}; labels renumbered by name to {list(class_names)}",
+        )
+
+
+def class_indices(names: Sequence[str], class_names: Sequence[str], *, where: str) -> list[int]:
+    """The position of each of ``names`` in ``class_names``; a name that is not a class is an
+    error naming it (``where`` says what ``names`` are)."""
+    unknown = [name for name in names if name not in class_names]
+    if unknown:
+        raise ValueError(
+            f"{where} {unknown} are not among the expected classes {list(class_names)}; "
+            "a split may hold fewer classes than the model, never others"
+        )
+    return [list(class_names).index(name) for name in names]
 
 
 def images_from_uint8(pixels: np.ndarray, *, channels_last: bool) -> torch.Tensor:

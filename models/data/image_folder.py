@@ -1,20 +1,23 @@
 """An image folder: one sub-folder per class, images read with Pillow.
 
 Layout: ``<directory>/<class name>/<image>`` (PNG, JPEG, BMP, TIFF, …). Classes are the
-sub-folder names in sorted order; files Pillow cannot read are an error, not skipped. Images
-are grey (one channel) when every image is grey, RGB otherwise; all must share one size unless
-``size`` is given, in which case they are resized (bilinear) and the recipe says so.
+sub-folder names in sorted order, or the given ``class_names`` (a model's, or the train
+split's), which label each sub-folder by its name: a split may then lack classes but not add
+any. Files Pillow cannot read are an error, not skipped. Images are grey (one channel) when
+every image is grey, RGB otherwise; all must share one size unless ``size`` is given, in which
+case they are resized (bilinear) and the recipe says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from models.data.dataset import ImageDataset
+from models.data.dataset import ImageDataset, class_indices
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -29,20 +32,34 @@ def _pixels(image: Image.Image, channels: int) -> np.ndarray:
 
 
 def load_image_folder(
-    directory: str | Path, *, split: str, size: tuple[int, int] | None = None
+    directory: str | Path,
+    *,
+    split: str,
+    size: tuple[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ImageDataset:
-    """Every image under ``directory/<class>/``, labelled by its sub-folder."""
+    """Every image under ``directory/<class>/``, labelled by its sub-folder's position in
+    ``class_names`` (default: the sorted sub-folder names)."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise ValueError(
-            f"{root} must hold one sub-folder per class (at least two); found "
-            f"{[p.name for p in class_dirs]}"
-        )
+    folder_names = [p.name for p in class_dirs]
+    if class_names is None:
+        if len(class_dirs) < 2:
+            raise ValueError(
+                f"{root} must hold one sub-folder per class (at least two); found {folder_names}"
+            )
+        class_names = folder_names
+        recipe = f"every image under {root}/<class>/, classes in sorted folder order"
+    else:
+        if not class_dirs:
+            raise ValueError(f"{root} must hold one sub-folder per class; found none")
+        recipe = f"every image under {root}/<class>/, labelled by name in {list(class_names)}"
+    where = f"sub-folder(s) of {root}"
+    labels = class_indices(folder_names, class_names, where=where)
     files: list[tuple[Path, int]] = []
-    for label, class_dir in enumerate(class_dirs):
+    for label, class_dir in zip(labels, class_dirs, strict=True):
         found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise ValueError(f"class folder {class_dir} holds no images ({sorted(IMAGE_SUFFIXES)})")
@@ -65,7 +82,6 @@ def load_image_folder(
             f"images under {root} have different sizes {sorted(sizes)}; pass a size to resize"
         )
     images = torch.from_numpy(np.stack([_pixels(image, channels) for image in opened]))
-    recipe = f"every image under {root}/<class>/, classes in sorted folder order"
     if size is not None:
         recipe += f", resized (bilinear) to {size[0]}×{size[1]}"
     return ImageDataset(
@@ -73,7 +89,7 @@ def load_image_folder(
         split=split,
         images=images,
         labels=torch.tensor([label for _, label in files], dtype=torch.int64),
-        class_names=tuple(p.name for p in class_dirs),
+        class_names=tuple(class_names),
         source=f"image folder {root}",
         split_recipe=recipe,
     )

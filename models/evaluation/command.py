@@ -37,18 +37,19 @@ def evaluate_package(
     progress: bool = True,
 ) -> EvaluationOutput:
     """Evaluate the packaged ``model_id`` on ``split`` of ``dataset`` (its first ``limit``
-    images when given) and write ``<output>.json`` and ``<output>.png``. A ``settings.sigma``
-    of ``None`` is the card's training sigma."""
+    images when given) and write ``<output>.json`` and ``<output>.png``. Labels are matched
+    to the card's class names by name. A ``settings.sigma`` of ``None`` is the card's training
+    sigma."""
     model, card = load(model_id, version, repository=repository, device=device)
     if settings.sigma is None:
         settings = dataclasses.replace(settings, sigma=card.sigma)
-    data = load_dataset(dataset, split, data_path)
+    data = load_dataset(dataset, split, data_path, class_names=card.class_names)
     if limit is not None:
         data = data.head(limit)
-    if data.input_shape != card.input_shape or len(data.class_names) != card.num_classes:
+    if data.input_shape != card.input_shape:
         raise ValueError(
-            f"{dataset}/{split} has inputs {data.input_shape} and {len(data.class_names)} "
-            f"classes; {model_id} expects {card.input_shape} and {card.num_classes}"
+            f"{dataset}/{split} has inputs {data.input_shape}; {model_id} expects "
+            f"{card.input_shape}"
         )
     report = evaluate_classifier(
         model,

@@ -134,7 +134,10 @@ def _train_evaluate_save(
     progress: bool,
 ) -> TrainingOutcome:
     train_set = load_dataset(request.dataset, "train", request.data_path)
-    test_set = load_dataset(request.dataset, "test", request.data_path)
+    # Test labels follow the train classes by name: a test split may lack a class.
+    test_set = load_dataset(
+        request.dataset, "test", request.data_path, class_names=train_set.class_names
+    )
     if request.eval_limit is not None:
         test_set = test_set.head(request.eval_limit)
     settings = request.training

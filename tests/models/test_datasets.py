@@ -194,6 +194,41 @@ def test_image_folder_sizes_must_agree_unless_resized(tmp_path):
         load_dataset("image-folder", "test", tmp_path)
 
 
+def write_image_folder(root, classes_by_split: dict[str, str], images_per_class: int = 2) -> None:
+    """``root/<split>/<class>/<i>.png``: 8×8 grey images, ``images_per_class`` per class."""
+    rng = np.random.default_rng(8)
+    for split, classes in classes_by_split.items():
+        for name in classes:
+            for i in range(images_per_class):
+                write_png(root / split / name / f"{i}.png", random_pixels(rng, 8, 8))
+
+
+def test_image_folder_split_missing_a_class_is_labelled_by_class_name(tmp_path):
+    write_image_folder(tmp_path, {"train": "abc", "test": "ac"})
+    train = load_dataset("image-folder", "train", tmp_path)
+    test = load_dataset("image-folder", "test", tmp_path, class_names=train.class_names)
+    assert test.class_names == train.class_names == ("a", "b", "c")
+    assert test.labels.tolist() == [0, 0, 2, 2]
+    shuffled = load_image_folder(tmp_path / "test", split="test", class_names=("c", "b", "a"))
+    assert shuffled.labels.tolist() == [2, 2, 0, 0]
+
+
+def test_image_folder_refuses_a_folder_that_is_not_a_class(tmp_path):
+    write_image_folder(tmp_path, {"train": "abc", "test": "acd"})
+    with pytest.raises(ValueError, match=r"\['d'\].*\['a', 'b', 'c'\]"):
+        load_dataset("image-folder", "test", tmp_path, class_names=("a", "b", "c"))
+
+
+def test_fixed_class_datasets_are_relabelled_by_name():
+    digits = load_digits_split("test")
+    reversed_names = tuple(reversed(digits.class_names))
+    relabelled = load_dataset("digits", "test", class_names=reversed_names)
+    assert relabelled.class_names == reversed_names
+    assert torch.equal(relabelled.labels, 9 - digits.labels)
+    with pytest.raises(ValueError, match=r"\['9'\] are not among the expected classes"):
+        load_dataset("digits", "test", class_names=(*"012345678", "nine"))
+
+
 def test_dataset_refuses_values_outside_the_unit_interval():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ImageDataset(

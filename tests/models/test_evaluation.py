@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from models import build_hycas
+from models import build_hycas, save_model
 from models.data import load_digits_split
 from models.evaluation import (
     EvaluationReport,
@@ -17,7 +17,8 @@ from models.evaluation import (
     summarize_certificate,
 )
 from service.cli import main
-from tests.models.test_repository import save
+from tests.models.test_datasets import write_image_folder
+from tests.models.test_repository import DATASET, TRAINING
 
 IMAGES = (
     # correct by both; margin larger
@@ -78,13 +79,40 @@ def test_report_round_trips_through_json(tmp_path):
     assert EvaluationReport.read_json(tmp_path / "r.json") == report
 
 
-def test_hycas_evaluate_writes_json_and_png(tmp_path, capsys):
+def save_classifier(repository, model_id: str, class_names: tuple[str, ...], size: int = 8):
     torch.manual_seed(0)
-    save(build_hycas((1, 8, 8), 10, width=4), tmp_path, model_id="digits-small")
+    save_model(
+        build_hycas((1, size, size), len(class_names), width=4),
+        model_id=model_id,
+        class_names=class_names,
+        sigma=0.25,
+        dataset=DATASET,
+        training=TRAINING,
+        metrics={},
+        repository=repository,
+    )
+
+
+def evaluate_argv(repository, model_id: str, *options: str) -> list[str]:
+    output = str(repository / "out" / model_id)
+    return [
+        "evaluate",
+        "--model",
+        model_id,
+        "--repository",
+        str(repository),
+        "--output",
+        output,
+        "--no-progress",
+        *options,
+    ]
+
+
+def test_hycas_evaluate_writes_json_and_png(tmp_path, capsys):
+    save_classifier(tmp_path, "digits-small", tuple("0123456789"))
     output = tmp_path / "out" / "digits-small"
-    argv = ["evaluate", "--model", "digits-small", "--repository", str(tmp_path)]
-    argv += ["--limit", "4", "--n", "50", "--ensemble", "2", "--output", str(output)]
-    argv += ["--radii", "0.1,0.3", "--device", "cpu", "--no-progress"]
+    argv = evaluate_argv(tmp_path, "digits-small", "--limit", "4", "--n", "50")
+    argv += ["--ensemble", "2", "--radii", "0.1,0.3", "--device", "cpu"]
     assert main(argv) == 0
     assert "certificate" in capsys.readouterr().out
     report = json.loads(output.with_suffix(".json").read_text())
@@ -97,9 +125,26 @@ def test_hycas_evaluate_writes_json_and_png(tmp_path, capsys):
 
 
 def test_hycas_evaluate_refuses_a_dataset_of_another_shape(tmp_path, capsys):
-    torch.manual_seed(0)
-    save(build_hycas((1, 8, 8), 3, width=4), tmp_path, model_id="three")
-    argv = ["evaluate", "--model", "three", "--repository", str(tmp_path), "--limit", "2"]
-    argv += ["--output", str(tmp_path / "x"), "--no-progress"]
-    assert main(argv) == 2
-    assert "expects (1, 8, 8) and 3" in capsys.readouterr().err
+    save_classifier(tmp_path, "large", tuple("0123456789"), size=16)
+    assert main(evaluate_argv(tmp_path, "large", "--limit", "2")) == 2
+    assert "expects (1, 16, 16)" in capsys.readouterr().err
+
+
+def test_hycas_evaluate_labels_an_image_folder_by_the_card_class_names(tmp_path, capsys):
+    save_classifier(tmp_path, "abc", ("a", "b", "c"))
+    write_image_folder(tmp_path / "data", {"test": "ac"})
+    argv = evaluate_argv(tmp_path, "abc", "--dataset", "image-folder", "--n", "20")
+    argv += ["--data-path", str(tmp_path / "data"), "--ensemble", "2", "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = EvaluationReport.read_json(tmp_path / "out" / "abc.json")
+    assert [image.label for image in report.images] == [0, 0, 2, 2]
+
+
+def test_hycas_evaluate_refuses_an_image_folder_with_a_class_the_card_lacks(tmp_path, capsys):
+    save_classifier(tmp_path, "abc", ("a", "b", "c"))
+    write_image_folder(tmp_path / "data", {"test": "acd"})
+    data = ("--dataset", "image-folder", "--data-path", str(tmp_path / "data"))
+    assert main(evaluate_argv(tmp_path, "abc", *data)) == 2
+    error = capsys.readouterr().err
+    assert "['d']" in error and "['a', 'b', 'c']" in error
+    assert not (tmp_path / "out" / "abc.json").exists()

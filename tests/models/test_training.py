@@ -18,10 +18,12 @@ from models.training import (
     TrainingSettings,
     margin_cross_entropy,
     margin_offset,
+    train_and_package,
     train_classifier,
 )
 from service.cli import build_parser, main
 from service.model_commands import training_request_from
+from tests.models.test_datasets import write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +138,32 @@ def test_hycas_train_writes_a_loadable_package(tmp_path, capsys):
     assert (report.model_id, report.version, report.sha256) == ("digits-tiny", "1", card.sha256)
     assert report.to_dict()["summary"] == card.metrics
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hycas_train_labels_the_test_split_by_the_train_classes(tmp_path):
+    write_image_folder(tmp_path / "data", {"train": "abc", "test": "ac"})
+    request = TrainingRequest(
+        model_id="abc",
+        dataset="image-folder",
+        data_path=str(tmp_path / "data"),
+        config={"width": 4},
+        training=TrainingSettings(epochs=1),
+        evaluation=EvaluationSettings(n0=10, n=20, ensemble=2),
+    )
+    outcome = train_and_package(request, repository=tmp_path, device="cpu", progress=False)
+    assert outcome.card.class_names == ("a", "b", "c")
+    assert [image.label for image in outcome.report.images] == [0, 0, 2, 2]
+
+
+def test_hycas_train_refuses_a_test_folder_that_is_not_a_train_class(tmp_path):
+    write_image_folder(tmp_path / "data", {"train": "abc", "test": "acd"})
+    request = TrainingRequest(
+        model_id="abc",
+        dataset="image-folder",
+        data_path=str(tmp_path / "data"),
+        config={"width": 4},
+        training=TrainingSettings(epochs=1),
+    )
+    with pytest.raises(ValueError, match=r"\['d'\].*\['a', 'b', 'c'\]"):
+        train_and_package(request, repository=tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / "abc").exists()
