@@ -1,7 +1,10 @@
-"""Training: the loss goes down, runs replay exactly from the seed, ``hycas train`` packages."""
+"""Training: the loss goes down, Ω is fresh per sample and fixed by the seed, runs replay
+exactly, ``hycas train`` packages."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import shlex
 
@@ -78,6 +81,48 @@ def test_training_replays_exactly_from_its_seed(digits_subset):
     assert losses0 == losses1
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def first_step_logits(model, dataset, settings: TrainingSettings) -> list[torch.Tensor]:
+    """The logits of every forward pass of one training step (one epoch of one batch)."""
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda _m, _i, output: seen.append(output.detach()))
+    try:
+        train_classifier(model, dataset, settings, progress=False)
+    finally:
+        hook.remove()
+    return seen
+
+
+def copies_of_one_image(dataset, count: int):
+    """``count`` copies of the first image: with σ = 0, only Ω can tell their logits apart
+    (and neither the data order nor the input noise can change them)."""
+    return dataclasses.replace(
+        dataset,
+        images=dataset.images[:1].repeat(count, 1, 1, 1),
+        labels=dataset.labels[:1].repeat(count),
+    )
+
+
+def test_training_draws_a_fresh_omega_for_every_sample(digits_subset):
+    settings = TrainingSettings(sigma=0.0, epochs=1, batch_size=2, margin_weight=0.5)
+    passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 2), settings)
+    assert len(passes) == 2  # the noisy pass and the margin pass
+    for logits in passes:
+        assert logits.shape == (2, 10)
+        assert not torch.allclose(logits[0], logits[1])
+
+
+def test_training_omega_is_fixed_by_the_seed_not_the_global_generator(digits_subset):
+    model, twins = small_model(), copies_of_one_image(digits_subset, 4)
+    draws = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 1)):
+        torch.manual_seed(global_seed)
+        settings = TrainingSettings(sigma=0.0, epochs=1, batch_size=4, seed=seed)
+        draws.append(first_step_logits(copy.deepcopy(model), twins, settings)[0])
+    same_seed, other_global, other_seed = draws
+    assert torch.equal(same_seed, other_global)
+    assert not torch.allclose(same_seed, other_seed)
 
 
 def test_margin_term_needs_a_lipschitz_bound(digits_subset):
