@@ -15,14 +15,21 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 FROM python AS build
-ARG TORCH_VARIANT=cu124
-ARG TORCH_VERSION=2.5.1
+# The torch every test runs on (README Quickstart, .ci/run): the image runs what was tested.
+# TORCH_VARIANT=default: the Linux wheel of the default package index, which bundles its own
+# CUDA libraries; cpu (or a CUDA tag such as cu128): that variant's PyTorch wheel index.
+ARG TORCH_VARIANT=default
+ARG TORCH_VERSION=2.13.0
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, from the index of the chosen variant, so the project's own `torch` requirement
-# is already satisfied and never pulls another build.
-RUN pip install --no-cache-dir \
-        --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"
+# torch first, so the project's own `torch` requirement is already satisfied and never pulls
+# another build.
+RUN if [ "${TORCH_VARIANT}" = default ]; then \
+        pip install --no-cache-dir "torch==${TORCH_VERSION}"; \
+    else \
+        pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
+            "torch==${TORCH_VERSION}"; \
+    fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models ./models
@@ -34,13 +41,18 @@ RUN pip install --no-cache-dir .
 FROM python AS runtime
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin hycas
 COPY --from=build /opt/venv /opt/venv
-# The shipped demo model only; other models are mounted at HYCAS_MODEL_REPOSITORY.
-COPY --chown=hycas:hycas model_repository /srv/hycas/model_repository
+# The shipped demo model only (models trained locally into model_repository/ stay out);
+# other models are mounted at HYCAS_MODEL_REPOSITORY.
+COPY --chown=hycas:hycas model_repository/digits-hycas /srv/hycas/model_repository/digits-hycas
+COPY deploy/docker/healthcheck.py /usr/local/lib/hycas/healthcheck.py
+# A worker serves its metrics on 9808 unless told otherwise: the healthcheck probes it there.
 ENV PATH=/opt/venv/bin:$PATH \
-    HYCAS_MODEL_REPOSITORY=/srv/hycas/model_repository
+    HYCAS_MODEL_REPOSITORY=/srv/hycas/model_repository \
+    HYCAS_WORKER_METRICS_PORT=9808
 USER 10001
 WORKDIR /srv/hycas
-EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3.11", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+EXPOSE 8000 9808
+# Both roles: `hycas serve` answers /healthz on its --port, `hycas worker` /metrics on 9808.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3.11", "/usr/local/lib/hycas/healthcheck.py"]
 CMD ["hycas", "serve", "--host", "0.0.0.0", "--port", "8000"]
