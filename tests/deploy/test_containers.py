@@ -6,42 +6,25 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import compose_spec
 import yaml
-from dockerfile_parse import DockerfileParser
 
 from service.cli import build_parser
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def compose() -> dict:
-    # PyYAML resolves the YAML merge keys (<<) that the compose schema bindings do not.
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-
-
-def dockerfile() -> DockerfileParser:
-    parser = DockerfileParser(fileobj=(ROOT / "Dockerfile").open("rb"))
-    return parser
-
-
-def final_stage(instructions: list[dict]) -> list[dict]:
-    starts = [i for i, ins in enumerate(instructions) if ins["instruction"] == "FROM"]
-    return instructions[starts[-1] :]
+from tests.deploy.sources import (
+    ROOT,
+    compose,
+    copy_sources,
+    dockerfile,
+    final_stage,
+    hycas_services,
+    worker_services,
+)
 
 
 def test_compose_file_matches_the_compose_specification():
     spec = compose_spec.PyCompose.from_json(json.dumps(compose()))
-    assert set(spec.service_names()) == {
-        "redis",
-        "gateway",
-        "worker-gpu",
-        "worker-cpu",
-        "prometheus",
-        "grafana",
-    }
+    assert set(spec.service_names()) == set(compose()["services"])
 
 
 def test_compose_services_have_healthchecks_and_wait_for_healthy_dependencies():
@@ -54,12 +37,46 @@ def test_compose_services_have_healthchecks_and_wait_for_healthy_dependencies():
             assert "healthcheck" in services[dependency]
 
 
-def test_compose_gpu_worker_reserves_a_gpu_and_cpu_worker_is_a_profile():
-    services = compose()["services"]
-    devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert services["worker-cpu"]["profiles"] == ["cpu"]
-    assert services["worker-cpu"]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+def gpu_ids(service: dict) -> list[str]:
+    """The GPUs a service reserves, by id; fails on a reservation by count (any GPU)."""
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+    ids = []
+    for device in devices.get("devices", []):
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], device
+        assert "count" not in device, f"{device}: a count gives every replica the same GPU"
+        ids += device["device_ids"]
+    return ids
+
+
+def test_compose_gpu_workers_each_own_one_distinct_gpu():
+    gpu_workers = {
+        name: service
+        for name, service in worker_services(compose()["services"]).items()
+        if service["environment"]["HYCAS_DEVICE"] == "cuda"
+    }
+    assert "worker-gpu" in gpu_workers
+    owned = {name: gpu_ids(service) for name, service in gpu_workers.items()}
+    assert all(len(ids) == 1 for ids in owned.values()), owned
+    assert len({ids[0] for ids in owned.values()}) == len(owned), f"GPU shared: {owned}"
+    assert owned["worker-gpu"] == ["0"]
+
+
+def test_compose_cpu_worker_is_a_profile_of_the_cpu_image_without_gpus():
+    worker = compose()["services"]["worker-cpu"]
+    assert worker["profiles"] == ["cpu"]
+    assert worker["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert worker["environment"]["HYCAS_DEVICE"] == "cpu"
+    assert gpu_ids(worker) == []
+
+
+def test_compose_workers_are_all_scraped_by_prometheus():
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "hycas-workers"]
+    (dns,) = job["dns_sd_configs"]
+    for name, worker in worker_services(compose()["services"]).items():
+        aliases = set(worker["networks"]["default"]["aliases"])
+        assert aliases & set(dns["names"]), f"{name} is not under a name Prometheus resolves"
+        assert dns["port"] == int(worker["environment"]["HYCAS_WORKER_METRICS_PORT"])
 
 
 def test_compose_redis_persists_and_never_evicts_queue_keys():
@@ -89,10 +106,11 @@ def test_compose_mounts_exist_in_the_repository():
 
 def test_compose_workers_outlive_the_task_time_limit():
     services = compose()["services"]
-    for name in ("worker-gpu", "worker-cpu"):
-        limit = int(services[name]["environment"]["HYCAS_TASK_TIME_LIMIT_SECONDS"])
-        grace = re.fullmatch(r"(\d+)m", services[name]["stop_grace_period"])
-        assert grace and int(grace.group(1)) * 60 > limit
+    assert {"worker-gpu", "worker-cpu"} <= set(worker_services(services))
+    for name, worker in worker_services(services).items():
+        limit = int(worker["environment"]["HYCAS_TASK_TIME_LIMIT_SECONDS"])
+        grace = re.fullmatch(r"(\d+)m", worker["stop_grace_period"])
+        assert grace and int(grace.group(1)) * 60 > limit, name
 
 
 def test_dockerfile_is_multistage_non_root_with_healthcheck():
@@ -115,12 +133,9 @@ def test_dockerfile_default_command_parses_with_the_cli():
 
 
 def test_dockerfile_copies_only_existing_paths_and_bakes_no_secrets():
-    instructions = dockerfile().structure
-    for ins in instructions:
-        if ins["instruction"] == "COPY" and "--from=" not in ins["value"]:
-            sources = [s for s in ins["value"].split()[:-1] if not s.startswith("--")]
-            for source in sources:
-                assert (ROOT / source).exists(), f"COPY of missing {source}"
+    for source in copy_sources():
+        assert (ROOT / source).exists(), f"COPY of missing {source}"
+    for ins in dockerfile().structure:
         if ins["instruction"] in {"ENV", "ARG"}:
             assert not re.search(r"(PASSWORD|SECRET|API_KEYS?)=\S", ins["value"]), ins["value"]
 
@@ -128,8 +143,9 @@ def test_dockerfile_copies_only_existing_paths_and_bakes_no_secrets():
 def test_compose_images_come_from_the_dockerfile():
     services = compose()["services"]
     built = {s["image"] for s in services.values() if "build" in s}
-    for name in ("gateway", "worker-gpu", "worker-cpu"):
-        assert services[name]["image"] in built, f"{name} runs an image nothing builds"
+    assert {"gateway", "worker-gpu", "worker-cpu"} <= set(hycas_services(services))
+    for name, service in hycas_services(services).items():
+        assert service["image"] in built, f"{name} runs an image nothing builds"
 
 
 def test_dockerfile_passes_hadolint():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.sources import ROOT, dockerfile, final_stage
+from tests.deploy.sources import ROOT, compose, dockerfile, final_stage, hycas_services
 
 SCRIPT = ROOT / "deploy" / "docker" / "healthcheck.py"
 _spec = importlib.util.spec_from_file_location("hycas_image_healthcheck", SCRIPT)
@@ -128,3 +128,16 @@ def test_image_healthcheck_runs_the_script_it_copies():
     ]
     assert copies and copies[0][-2] == str(SCRIPT.relative_to(ROOT))
     assert dockerfile().envs["HYCAS_WORKER_METRICS_PORT"] == "9808"
+
+
+def test_compose_runs_the_image_check_and_it_probes_each_role_where_it_listens():
+    image_env = dockerfile().envs
+    for name, service in hycas_services(compose()["services"]).items():
+        assert service["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck_command()], name
+        command = service["command"]
+        url = healthcheck.probe_url(command[1:], {**image_env, **service["environment"]})
+        if command[1] == "serve":
+            assert url == f"http://127.0.0.1:{command[command.index('--port') + 1]}/healthz"
+        else:
+            port = service["environment"]["HYCAS_WORKER_METRICS_PORT"]
+            assert url == f"http://127.0.0.1:{port}/metrics", name
