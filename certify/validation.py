@@ -96,11 +96,26 @@ def validate_sigma(sigma: Any) -> float:
     return number
 
 
-def validate_alpha(alpha: Any) -> float:
-    """A failure probability in the open interval (0, 0.5)."""
+MIN_ALPHA = 1e-100
+"""The smallest failure probability a certificate accepts. SciPy's inverse beta function is
+checked against exact binomial tails (tests/certify/test_bounds.py) down to 1e-200, the floor
+of :data:`MIN_BOUND_ALPHA`; near the float64 underflow (1e-300) it is not accurate enough for
+a sound Clopper–Pearson bound. 1e-100 leaves room for the sequential test's split of alpha."""
+
+MIN_BOUND_ALPHA = 1e-200
+"""The smallest level the Clopper–Pearson functions accept (see :data:`MIN_ALPHA`)."""
+
+
+def validate_alpha(alpha: Any, minimum: float = MIN_ALPHA) -> float:
+    """A failure probability in ``[minimum, 0.5)`` (``minimum`` defaults to 1e-100)."""
     number = _real("alpha", alpha)
     if not 0.0 < number < 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5); got {number}")
+    if number < minimum:
+        raise ValueError(
+            f"alpha={number:g} is below {minimum:g}, where the binomial bounds are not "
+            "checked to be sound"
+        )
     return number
 
 

@@ -53,7 +53,9 @@ def _binomial_tail(n: int, p: float, successes: range) -> Fraction:
 
 # 1.388…e-10 and 9.926…e-09 are levels at which the quantile at 1 − alpha falls on the
 # wrong side of the exact upper bound (the low digits of alpha are lost in 1 − alpha).
-@pytest.mark.parametrize("alpha", [0.2, 0.001, 9.92684743440209e-09, 1.3883315658587056e-10])
+@pytest.mark.parametrize(
+    "alpha", [0.2, 0.001, 9.92684743440209e-09, 1.3883315658587056e-10, 1e-100, 1e-200]
+)
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 12, 16, 25])
 def test_bounds_hold_in_exact_arithmetic(n, alpha):
     """The defining tail inequalities, checked exactly: P(Bin(n, lower) ≥ k) ≤ alpha, etc."""
@@ -65,6 +67,15 @@ def test_bounds_hold_in_exact_arithmetic(n, alpha):
         if k < n:
             upper = clopper_pearson_upper(k, n, alpha)
             assert _binomial_tail(n, upper, range(k + 1)) <= level, (k, upper)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 1e-30, 1e-100, 1e-200])
+def test_lower_bound_holds_exactly_near_all_successes_at_small_levels(alpha):
+    """Where certificates live (k close to n), down to the smallest level accepted."""
+    n = 1000
+    for k in (n, n - 1, n - 5, n - 40):
+        lower = clopper_pearson_lower(k, n, alpha)
+        assert _binomial_tail(n, lower, range(k, n + 1)) <= Fraction(alpha), (k, lower)
 
 
 @pytest.mark.parametrize("n", [1, 10, 1000, 100_000])
@@ -93,6 +104,7 @@ def test_bounds_are_monotone_in_successes_and_bracket_the_estimate():
         (1, 0, 0.01, "trials"),
         (1, 10, 0.0, "alpha"),
         (1, 10, 0.5, "alpha"),
+        (1, 10, 1e-300, "not checked to be sound"),
     ],
 )
 def test_bad_arguments_are_refused(k, n, alpha, message):

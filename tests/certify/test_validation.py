@@ -70,6 +70,7 @@ BAD_PARAMETERS = [
     ({"alpha": 0.0}, "alpha"),
     ({"alpha": 0.5}, "alpha"),
     ({"alpha": 0.9}, "alpha"),
+    ({"alpha": 1e-101}, "below 1e-100"),
     ({"batch_size": 0}, "batch_size"),
     ({"batch_size": 2.5}, "batch_size"),
     ({"seed": -1}, "seed"),
