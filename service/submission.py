@@ -12,6 +12,7 @@ import time
 import uuid
 
 from certify.seeds import fresh_seed
+from certify.validation import MIN_ALPHA
 from service.auth import may_access
 from service.core.config import Settings
 from service.errors import (
@@ -61,8 +62,10 @@ def resolve_parameters(
             f"its card supports {', '.join(f'{s:g}' for s in loaded.sigmas)}"
         )
     alpha = settings.default_alpha if options.alpha is None else options.alpha
-    if not 0.0 < alpha < 0.5:
-        raise ParameterOutOfBounds(f"alpha={alpha:g} is out of bounds; it must lie in (0, 0.5)")
+    if not MIN_ALPHA <= alpha < 0.5:
+        raise ParameterOutOfBounds(
+            f"alpha={alpha:g} is out of bounds; it must lie in [{MIN_ALPHA:g}, 0.5)"
+        )
     target_radius = options.target_radius
     if CertificationMethod.RADIUS_TEST in methods and target_radius is None:
         raise InvalidRequest("the radius_test method needs target_radius (an L2 radius)")

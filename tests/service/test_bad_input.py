@@ -59,6 +59,11 @@ CASES = {
         422,
         "parameter_out_of_bounds",
     ),
+    "alpha below its floor": (
+        multipart(png_bytes(), alpha="1e-120", **MODEL),
+        422,
+        "parameter_out_of_bounds",
+    ),
     "n not a number": (multipart(png_bytes(), n="many", **MODEL), 422, "invalid_request"),
     "unknown method": (
         multipart(png_bytes(), methods="smoothing,guess", **MODEL),
