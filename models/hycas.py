@@ -17,6 +17,7 @@ weights). Every layer is 1-Lipschitz for every Ω except the skip (≤ 2), so
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,7 +79,8 @@ def default_config(input_shape: tuple[int, int, int]) -> HyCASConfig:
     (4 after a stem downsampling) while the map stays ≥ 4, pool to ≤ 7×7 for the head."""
     _, h, w = input_shape
     side = min(h, w)
-    stem = 4 if side >= 128 else 2 if side >= 64 else 1
+    largest_stem = 4 if side >= 128 else 2 if side >= 64 else 1
+    stem = max(s for s in (1, 2, 4) if s <= largest_stem and h % s == 0 and w % s == 0)
     h, w = h // stem, w // stem
     stages, max_stages = 1, 4 if stem > 1 else 3
     while stages < max_stages and h % 2 == 0 and w % 2 == 0 and min(h, w) // 2 >= 4:
@@ -91,8 +93,41 @@ def default_config(input_shape: tuple[int, int, int]) -> HyCASConfig:
     )
 
 
+_INT_FIELDS = ("width", "stem_downsample", "kernel_size", "pooled_size", "projection_seed")
+_REAL_FIELDS = ("attention_temperature", "attention_noise_std")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_types(cfg: HyCASConfig) -> None:
+    """Wrong types are a ``ValueError`` that names the option, not a ``TypeError`` later."""
+    for name in _INT_FIELDS:
+        if not _is_int(getattr(cfg, name)):
+            raise ValueError(f"{name} must be an int, got {getattr(cfg, name)!r}")
+    for name in _REAL_FIELDS:
+        if not _is_real(getattr(cfg, name)):
+            raise ValueError(f"{name} must be a number, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.random_projection, bool):
+        raise ValueError(f"random_projection must be True or False, got {cfg.random_projection!r}")
+    if not isinstance(cfg.stage_depths, tuple) or not all(map(_is_int, cfg.stage_depths)):
+        raise ValueError(
+            f"stage_depths must be a non-empty list of positive ints, got {cfg.stage_depths!r}"
+        )
+    for name in ("mean", "std"):
+        values = getattr(cfg, name)
+        if values is not None and (not isinstance(values, tuple) or not all(map(_is_real, values))):
+            raise ValueError(f"{name} must be a list of numbers, one per channel, got {values!r}")
+
+
 def _check_config(input_shape: tuple[int, int, int], num_classes: int, cfg: HyCASConfig) -> None:
     c, h, w = input_shape
+    _check_types(cfg)
     if cfg.width < 2 or cfg.width % 2:
         raise ValueError(
             f"width must be an even number ≥ 2 (MaxMin pairs channels), got {cfg.width}"
@@ -299,7 +334,7 @@ def build_hycas(
     if unknown:
         raise ValueError(f"unknown HyCAS config option(s) {unknown}; valid: {sorted(fields)}")
     for key in ("stage_depths", "mean", "std"):
-        if config.get(key) is not None:
+        if isinstance(config.get(key), list | tuple):
             config[key] = tuple(config[key])
     cfg = dataclasses.replace(default_config(shape), **config)  # type: ignore[arg-type]
     return HyCAS(shape, num_classes, cfg)

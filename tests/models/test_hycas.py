@@ -265,6 +265,15 @@ def test_input_validation(x, message):
         ({"mean": (float("nan"),)}, "finite"),
         ({"std": (float("inf"),)}, "finite"),
         ({"std": (0.0,)}, "positive"),
+        ({"stage_depths": (1.5,)}, "stage_depths"),
+        ({"stage_depths": 2}, "stage_depths"),
+        ({"kernel_size": 3.0}, "kernel_size must be an int"),
+        ({"stem_downsample": 2.0}, "stem_downsample must be an int"),
+        ({"width": True}, "width must be an int"),
+        ({"attention_temperature": "x"}, "attention_temperature must be a number"),
+        ({"random_projection": "yes"}, "random_projection"),
+        ({"mean": 0.5}, "mean must be a list"),
+        ({"std": ("1",)}, "std must be a list"),
     ],
 )
 def test_build_refuses_what_it_cannot_build(kwargs, message):
@@ -304,3 +313,11 @@ def test_forward_of_a_thousand_mnist_sized_inputs_on_cpu():
         logits = model(torch.rand(1000, 1, 28, 28))
     assert logits.shape == (1000, 10)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 65, 65), (3, 129, 129), (3, 130, 66)])
+def test_default_config_builds_sides_the_stem_cannot_divide(shape):
+    model = build_hycas(shape, num_classes=3)
+    assert model.lipschitz_bound() <= 2.0
+    with model.frozen(0):
+        assert model(torch.rand(1, *shape)).shape == (1, 3)
