@@ -7,8 +7,9 @@ returned tensor's space. Decoding never logs and never copies pixel values or DI
 values (patient tags) into messages.
 
 DICOM: the first frame of a multi-frame object; the modality LUT or rescale slope/intercept;
-the first VOI window when the file has one (PS3.3 C.11.2.1.2), else the frame's own value
-range; MONOCHROME1 inverted so that bright means high; colour converted to RGB by pydicom.
+the first VOI window when the file has a valid one (PS3.3 C.11.2.1.2), else the first VOI
+LUT of its VOI LUT Sequence, else the frame's own value range; MONOCHROME1 inverted so that
+bright means high; colour converted to RGB by pydicom.
 Compressed transfer syntaxes need codecs (the ``dicom`` extra); a missing one is a 415. A
 deflated data set is inflated in bounded chunks and refused when it grows past what the pixel
 limit allows, before pydicom inflates it whole.
@@ -19,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -44,8 +48,10 @@ from service.errors import (
 )
 from workers.certification import InputDescription
 
-# pydicom's own warnings and log records can quote element values (patient names among them).
+# pydicom's own warnings and log records can quote element values (patient names among them):
+# its records stop at its own logger and never reach the service's handlers.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
+logging.getLogger("pydicom").propagate = False
 
 DICOM_CODECS_HINT = "install the optional codecs: pip install 'hycas-certify[dicom]'"
 
@@ -96,6 +102,22 @@ def sniff_format(data: bytes) -> str:
     )
 
 
+_WARNING_FILTERS = threading.Lock()
+
+
+@contextmanager
+def _warnings_as(
+    action: Literal["error", "ignore"], category: type[Warning] = Warning
+) -> Iterator[None]:
+    """Warnings of ``category`` turned into ``action`` while decoding (pydicom's warnings may
+    quote header values; Pillow's bomb warning becomes an error). The warning filters are
+    process-wide and ``catch_warnings`` is not thread-safe, so decodes that change them take
+    turns; otherwise two overlapping ones could restore each other's filters."""
+    with _WARNING_FILTERS, warnings.catch_warnings():
+        warnings.simplefilter(action, category)
+        yield
+
+
 def _check_pixels(height: int, width: int, max_pixels: int) -> None:
     if height * width > max_pixels:
         raise ImageTooLarge(
@@ -115,8 +137,7 @@ def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.n
     """PNG or JPEG → ``[H, W]`` or ``[H, W, C]`` floats in ``[0, 1]`` and what was done."""
     label = format_name.upper()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _warnings_as("error", Image.DecompressionBombWarning):
             image = Image.open(io.BytesIO(data), formats=[label])
             width, height = image.size
             _check_pixels(height, width, max_pixels)
@@ -256,14 +277,42 @@ def _first_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
     return float(center), float(width)
 
 
+def usable_window(width: float, function: str) -> bool:
+    """Whether a window width is valid for its function: ≥ 1 for LINEAR, > 0 otherwise."""
+    return width >= 1.0 if function == "LINEAR" else width > 0.0
+
+
 def apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """The DICOM VOI window (PS3.3 C.11.2.1.2–3) mapped straight to ``[0, 1]``."""
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR_EXACT":
         return np.clip((values - center) / width + 0.5, 0.0, 1.0)
-    # LINEAR: the standard's half-pixel offsets, c − 0.5 and w − 1.
+    # LINEAR: the standard's half-pixel offsets, c − 0.5 and w − 1; w = 1 is a threshold.
+    if width == 1.0:
+        return (values > center - 0.5).astype(np.float64)
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _apply_voi_lut_sequence(ds: pydicom.Dataset, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """The first VOI LUT of the VOI LUT Sequence (PS3.3 C.11.2.1.1): values below the first
+    mapped value take the first entry, values past the last take the last, the rest
+    ``LUT[round(x) − first]``; scaled to ``[0, 1]`` by its output range ``2^bits − 1``."""
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536  # PS3.3: 0 means 2^16 entries
+    if ds.get("PixelRepresentation", 0) == 1 and first >= 2**15:
+        first -= 2**16  # the first mapped value is signed for signed pixel data
+    data = item.LUTData
+    table = (
+        np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) else np.asarray(data)
+    ).astype(np.float64)
+    if not 1 <= bits <= 16 or table.ndim != 1 or table.size != entries:
+        raise InvalidImage("the DICOM VOI LUT does not match its LUT Descriptor")
+    indices = np.clip(np.rint(values) - first, 0, entries - 1).astype(np.int64)
+    maximum = float(2**bits - 1)
+    mapped = np.clip(table[indices] / maximum, 0.0, 1.0)
+    return mapped, f"applied the VOI LUT ({entries} entries, scaled by 1/{maximum:g})"
 
 
 #: Bytes a deflated DICOM data set may inflate to, per pixel the service accepts: three
@@ -313,9 +362,7 @@ def _check_inflated_size(data: bytes, max_pixels: int) -> None:
 def _read_dicom(data: bytes, max_pixels: int) -> pydicom.Dataset:
     _check_inflated_size(data, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(data))
+        return pydicom.dcmread(io.BytesIO(data))
     except (EOFError, pydicom.errors.BytesLengthException):
         raise TruncatedImage("the DICOM file is truncated; send the whole file") from None
     except Exception:
@@ -358,9 +405,7 @@ def _dicom_frame(ds: pydicom.Dataset, max_pixels: int) -> tuple[np.ndarray, list
     frames = _header_int(ds, "NumberOfFrames", 1) or 1
     steps = [f"decoded DICOM {columns}×{rows} {ds.get('PhotometricInterpretation', '?')}"]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frame = ds.pixel_array if frames == 1 else pydicom.pixels.pixel_array(ds, index=0)
+        frame = ds.pixel_array if frames == 1 else pydicom.pixels.pixel_array(ds, index=0)
     except RuntimeError as error:
         raise MissingDICOMCodec(
             f"the installed codecs cannot decode DICOM transfer syntax {syntax.name} ({error}); "
@@ -397,10 +442,13 @@ def _dicom_to_unit_range(
             f"intercept {float(ds.get('RescaleIntercept', 0)):g}"
         )
     window = _first_window(ds)
-    if window is not None and window[1] > 1.0:
-        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    if window is not None and usable_window(window[1], function):
         values = apply_window(values, window[0], window[1], function)
         steps.append(f"applied window center {window[0]:g} width {window[1]:g} ({function})")
+    elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
+        values, step = _apply_voi_lut_sequence(ds, values)
+        steps.append(step)
     else:
         low, high = float(values.min()), float(values.max())
         values = (values - low) / (high - low) if high > low else np.zeros_like(values)
@@ -412,7 +460,16 @@ def _dicom_to_unit_range(
 
 
 def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """A DICOM file's first frame in ``[0, 1]``; a malformed header or pixel data is a 4xx."""
+    """A DICOM file's first frame in ``[0, 1]``; a malformed header or pixel data is a 4xx.
+
+    pydicom's warnings are silenced throughout: they quote element values, which may be
+    patient data, and pydicom converts values lazily, whenever an element is first read.
+    """
+    with _warnings_as("ignore"):
+        return _decode_dicom_quietly(data, max_pixels)
+
+
+def _decode_dicom_quietly(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     ds = _read_dicom(data, max_pixels)
     try:
         frame, steps = _dicom_frame(ds, max_pixels)

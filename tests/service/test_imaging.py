@@ -89,6 +89,59 @@ def test_window_functions_follow_the_standard():
     assert apply_window(np.array([50.0]), 50, 100, "SIGMOID")[0] == pytest.approx(0.5)
 
 
+def test_a_window_of_width_one_is_a_threshold():
+    values = np.array([48.0, 49.5, 49.6, 51.0])
+    np.testing.assert_array_equal(apply_window(values, 50, 1, "LINEAR"), [0, 0, 1, 1])
+    dataset = pydicom.dcmread(io.BytesIO(bundled("MR_small.dcm")))
+    dataset.WindowCenter, dataset.WindowWidth = 600, 1
+    decoded = decode_image(dicom_bytes(dataset), (1, 64, 64), max_pixels=LIMIT)
+    assert "width 1 (LINEAR)" in " ".join(decoded.description.transforms)
+    assert set(np.unique(decoded.tensor)) <= {0.0, 1.0}
+
+
+def test_a_voi_lut_sequence_is_applied_when_there_is_no_window():
+    dataset = pydicom.dcmread(io.BytesIO(bundled("CT_small.dcm")))
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    values = pydicom.pixels.apply_modality_lut(dataset.pixel_array, dataset)
+    first = int(np.percentile(values, 10))
+    # An 8-bit LUT of 256 entries: a ramp from the 10th percentile upwards, 2 units a step.
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [256, first, 8]
+    item.LUTData = list(range(256))
+    item["LUTData"].VR = "US"
+    dataset.VOILUTSequence = pydicom.Sequence([item])
+    decoded = decode_image(dicom_bytes(dataset), (1, 128, 128), max_pixels=LIMIT)
+    assert "applied the VOI LUT (256 entries, scaled by 1/255)" in decoded.description.transforms
+    expected = np.clip(values - first, 0, 255) / 255.0
+    np.testing.assert_allclose(decoded.tensor[0], expected, atol=1e-6)
+
+    item.LUTDescriptor = [300, first, 8]  # says 300 entries, holds 256
+    with pytest.raises(InvalidImage, match="does not match its LUT Descriptor"):
+        decode_image(dicom_bytes(dataset), (1, 128, 128), max_pixels=LIMIT)
+
+
+def test_concurrent_decodes_leave_the_warning_filters_as_they_were():
+    import threading
+    import warnings
+
+    before = list(warnings.filters)
+    files = [bundled("MR_small.dcm"), bundled("CT_small.dcm"), png_bytes()]
+
+    def decode_many() -> None:
+        for _ in range(30):
+            for data in files:
+                decode_image(data, (1, 8, 8), max_pixels=LIMIT)
+
+    threads = [threading.Thread(target=decode_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert list(warnings.filters) == before
+
+
 def test_monochrome1_is_inverted():
     ds = pydicom.dcmread(io.BytesIO(bundled("MR_small.dcm")))
     as_mono2 = decode_image(dicom_bytes(ds), (1, 64, 64), max_pixels=LIMIT)
