@@ -88,7 +88,8 @@ def settings_environment(settings: Settings, metrics_dir: Path | None = None) ->
 
 
 class WorkerProcess:
-    """A ``hycas worker --pool=solo`` subprocess, ready once it answers a Celery ping."""
+    """A ``hycas worker`` subprocess (``--pool=solo`` unless ``pool=`` says otherwise), ready
+    once it answers a Celery ping."""
 
     def __init__(self, settings: Settings, name: str, log_path: Path, **options: object) -> None:
         self.settings = settings
@@ -100,7 +101,7 @@ class WorkerProcess:
             "-m",
             "tests.workers.worker_process",
             "worker",
-            "--pool=solo",
+            f"--pool={options.get('pool', 'solo')}",
             f"--hostname={self.hostname}",
         ]
         if metrics_port is not None:
@@ -128,6 +129,18 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def children(self) -> list[int]:
+        """The pids of this worker's pool processes (prefork), read from ``/proc``."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                pids.append(int(stat.parent.name))
+        return pids
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import urllib.request
 
@@ -128,6 +130,43 @@ def test_a_worker_killed_mid_job_loses_nothing(key_prefix, start_worker):
         seed=5,
     )
     assert job["result"]["certificates"]["smoothing"]["details"]["counts"] == list(expected.counts)
+
+
+def test_a_prefork_pool_process_killed_mid_job_is_replaced_and_the_job_rerun(
+    key_prefix, start_worker
+):
+    """SIGKILL of the pool process (not the worker): the worker rejects the job back to the
+    queue at once (late acks, reject on worker lost), long before the visibility timeout."""
+    settings = distributed_settings(
+        key_prefix, task_time_limit_seconds=60, broker_visibility_timeout_seconds=120
+    )
+    worker = start_worker(settings, "prefork", pool="prefork")
+    worker.wait_ready()
+    with gateway(settings) as client:
+        request = {
+            "model": SMALL_MODEL_ID,
+            "image": np.full((8, 8), 0.4).tolist(),
+            "methods": ["smoothing"],
+            "n": 4_000,
+            "batch_size": 1_000,
+            "seed": 5,
+        }
+        job_id = client.post("/v1/certify", json=request).json()["id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/jobs/{job_id}").json()["progress"]["samples_done"] == 0:
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.02)
+        (victim,) = worker.children()
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        job = wait_until_finished(client, job_id, timeout=60)
+    assert job["status"] == "succeeded", (job["error"], worker.log())
+    assert time.monotonic() - killed_at < 60, "rerun only after the visibility timeout"
+    assert job["attempts"] == 2
+    host_pid = int(job["result"]["provenance"]["host"].split(":")[1])
+    assert host_pid != victim and host_pid in worker.children()
+    assert worker.process.poll() is None
+    assert "WorkerLostError" in worker.log()
 
 
 def test_worker_metrics_reach_the_gateway_and_the_worker_port(
