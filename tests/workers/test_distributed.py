@@ -92,6 +92,24 @@ def test_a_batch_of_20_and_a_job_run_on_a_worker_and_expire_with_their_ttl(
         assert not redis_client.exists(f"{key_prefix}job:{job_id}")
 
 
+def start_a_long_job(client: TestClient, worker) -> str:
+    """A smoothing job of 4,000 samples in batches of 1,000; its id once it has progressed."""
+    request = {
+        "model": SMALL_MODEL_ID,
+        "image": np.full((8, 8), 0.4).tolist(),
+        "methods": ["smoothing"],
+        "n": 4_000,
+        "batch_size": 1_000,
+        "seed": 5,
+    }
+    job_id = client.post("/v1/certify", json=request).json()["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["samples_done"] == 0:
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.02)
+    return job_id
+
+
 def test_a_worker_killed_mid_job_loses_nothing(key_prefix, start_worker):
     settings = distributed_settings(
         key_prefix, task_time_limit_seconds=8, broker_visibility_timeout_seconds=14
@@ -99,19 +117,7 @@ def test_a_worker_killed_mid_job_loses_nothing(key_prefix, start_worker):
     victim = start_worker(settings, "victim")
     victim.wait_ready()
     with gateway(settings) as client:
-        request = {
-            "model": SMALL_MODEL_ID,
-            "image": np.full((8, 8), 0.4).tolist(),
-            "methods": ["smoothing"],
-            "n": 4_000,
-            "batch_size": 1_000,
-            "seed": 5,
-        }
-        job_id = client.post("/v1/certify", json=request).json()["id"]
-        deadline = time.monotonic() + 30
-        while client.get(f"/v1/jobs/{job_id}").json()["progress"]["samples_done"] == 0:
-            assert time.monotonic() < deadline, victim.log()
-            time.sleep(0.02)
+        job_id = start_a_long_job(client, victim)
         victim.kill()
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
         rescuer = start_worker(settings, "rescuer")
@@ -143,19 +149,7 @@ def test_a_prefork_pool_process_killed_mid_job_is_replaced_and_the_job_rerun(
     worker = start_worker(settings, "prefork", pool="prefork")
     worker.wait_ready()
     with gateway(settings) as client:
-        request = {
-            "model": SMALL_MODEL_ID,
-            "image": np.full((8, 8), 0.4).tolist(),
-            "methods": ["smoothing"],
-            "n": 4_000,
-            "batch_size": 1_000,
-            "seed": 5,
-        }
-        job_id = client.post("/v1/certify", json=request).json()["id"]
-        deadline = time.monotonic() + 30
-        while client.get(f"/v1/jobs/{job_id}").json()["progress"]["samples_done"] == 0:
-            assert time.monotonic() < deadline, worker.log()
-            time.sleep(0.02)
+        job_id = start_a_long_job(client, worker)
         (victim,) = worker.children()
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
