@@ -185,9 +185,10 @@ def test_hycas_train_writes_a_loadable_package(tmp_path, capsys):
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_hycas_train_labels_the_test_split_by_the_train_classes(tmp_path):
-    write_image_folder(tmp_path / "data", {"train": "abc", "test": "ac"})
-    request = TrainingRequest(
+def image_folder_request(tmp_path, splits: dict[str, str]) -> TrainingRequest:
+    """A one-epoch request on an image folder whose splits hold the given class letters."""
+    write_image_folder(tmp_path / "data", splits)
+    return TrainingRequest(
         model_id="abc",
         dataset="image-folder",
         data_path=str(tmp_path / "data"),
@@ -195,20 +196,17 @@ def test_hycas_train_labels_the_test_split_by_the_train_classes(tmp_path):
         training=TrainingSettings(epochs=1),
         evaluation=EvaluationSettings(n0=10, n=20, ensemble=2),
     )
+
+
+def test_hycas_train_labels_the_test_split_by_the_train_classes(tmp_path):
+    request = image_folder_request(tmp_path, {"train": "abc", "test": "ac"})
     outcome = train_and_package(request, repository=tmp_path, device="cpu", progress=False)
     assert outcome.card.class_names == ("a", "b", "c")
     assert [image.label for image in outcome.report.images] == [0, 0, 2, 2]
 
 
 def test_hycas_train_refuses_a_test_folder_that_is_not_a_train_class(tmp_path):
-    write_image_folder(tmp_path / "data", {"train": "abc", "test": "acd"})
-    request = TrainingRequest(
-        model_id="abc",
-        dataset="image-folder",
-        data_path=str(tmp_path / "data"),
-        config={"width": 4},
-        training=TrainingSettings(epochs=1),
-    )
+    request = image_folder_request(tmp_path, {"train": "abc", "test": "acd"})
     with pytest.raises(ValueError, match=r"\['d'\].*\['a', 'b', 'c'\]"):
         train_and_package(request, repository=tmp_path, device="cpu", progress=False)
     assert not (tmp_path / "abc").exists()
