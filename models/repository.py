@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -171,6 +172,19 @@ def list_versions(model_id: str, *, repository: str | Path | None = None) -> lis
     return [_read_card(root / model_id / v) for v in _versions(root, model_id)]
 
 
+def model_ids(repository: str | Path | None = None) -> list[str]:
+    """The ids of the models that have at least one version folder with a card (sorted); no
+    card is read, so a package that fails to parse is still listed."""
+    root = _root(repository)
+    return [m for m in _model_ids(root) if _versions(root, m)]
+
+
+def versions(model_id: str, *, repository: str | Path | None = None) -> list[str]:
+    """The version folders of ``model_id`` that hold a card, oldest first (none: ``[]``); no
+    card is read."""
+    return _versions(_root(repository), _check_model_id(model_id))
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -204,11 +218,14 @@ def load(
             "corrupted)"
         )
     # The bytes that were hashed are the bytes that are parsed: nothing is read twice.
-    state = load_safetensors(data)
+    try:
+        state = load_safetensors(data)
+    except SafetensorError as error:
+        raise ModelIntegrityError(f"{weights_path} is not a safetensors file: {error}") from None
     try:
         model = build_model(card.architecture, card.input_shape, card.num_classes, card.config)
         model.load_state_dict(state, strict=True)
-    except (ValueError, RuntimeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
         raise ModelIntegrityError(
             f"the weights of {model_id!r} version {card.version} do not fit the network its "
             f"card describes: {error}"

@@ -115,6 +115,12 @@ class ServiceUnavailable(ServiceError):
     code = "unavailable"
 
 
+class ModelUnavailable(ServiceUnavailable):
+    """The model version exists but fails its integrity checks; the message says why."""
+
+    code = "model_unavailable"
+
+
 def error_response(status_code: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         status_code=status_code, content={"error": {"code": code, "message": message}}

@@ -39,7 +39,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
     store: JobStore
     dispatcher: JobDispatcher
     if settings.redis_url is None:
-        models = ModelCache(source, settings.device)
+        models = ModelCache(source, settings.device, settings.model_refresh_seconds)
         store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
         runner = JobRunner(
             store,
@@ -49,7 +49,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         )
         dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
     else:
-        models = ModelCache(source, "cpu")
+        models = ModelCache(source, "cpu", settings.model_refresh_seconds)
         redis_store = RedisJobStore.from_settings(settings)
         store = redis_store
         dispatcher = CeleryDispatcher(settings, redis_store.client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,7 +14,7 @@ from workers.certification import (
     InputDescription,
 )
 from workers.jobs import BatchRecord, JobError, JobRecord, JobStatus
-from workers.model_cache import LoadedModel
+from workers.model_cache import LoadedModel, VersionStatus
 
 
 class CertifyOptions(BaseModel):
@@ -236,11 +236,35 @@ class ModelResource(BaseModel):
         )
 
 
+class ModelVersionStatus(BaseModel):
+    """One version of a model and whether it can be used (and why not)."""
+
+    id: str
+    version: str
+    status: Literal["available", "unavailable"]
+    reason: str | None = None
+    """Why the version cannot be used: the integrity check or load step that failed."""
+
+    @classmethod
+    def from_status(cls, status: VersionStatus) -> ModelVersionStatus:
+        return cls(
+            id=status.model_id,
+            version=status.version,
+            status="available" if status.available else "unavailable",
+            reason=status.reason,
+        )
+
+
 class ModelList(BaseModel):
     models: list[ModelResource]
+    """Each model at its default version: the newest one that loads."""
+    unavailable: list[ModelVersionStatus] = []
+    """Versions that fail to load, with the reason; requests for them get 503."""
 
 
 class HealthResource(BaseModel):
     status: str
     mode: str | None = None
     detail: str | None = None
+    models: list[ModelVersionStatus] | None = None
+    """``/readyz``: every version of every model and whether it loads."""

@@ -18,6 +18,7 @@ from service.core.config import Settings
 from service.errors import (
     Conflict,
     InvalidRequest,
+    ModelUnavailable,
     NotFound,
     ParameterOutOfBounds,
     ServiceError,
@@ -31,7 +32,12 @@ from workers import metrics
 from workers.certification import DEFAULT_METHODS, CertificationMethod, CertificationParameters
 from workers.dispatch import JobDispatcher
 from workers.jobs import BatchItem, BatchRecord, JobRecord, JobStatus, Progress
-from workers.model_cache import LoadedModel, ModelCache, UnknownModelError
+from workers.model_cache import (
+    LoadedModel,
+    ModelCache,
+    ModelUnavailableError,
+    UnknownModelError,
+)
 from workers.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -119,6 +125,8 @@ class JobService:
             return self.models.get(model_id, version)
         except UnknownModelError as error:
             raise UnknownModel(str(error)) from None
+        except ModelUnavailableError as error:
+            raise ModelUnavailable(str(error)) from None
 
     def _new_job(
         self,

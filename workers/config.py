@@ -29,6 +29,9 @@ class ExecutionSettings(BaseSettings):
     """How long a submitted image waits for a worker before the job fails as expired."""
     model_repository: Path | None = None
     """Model repository folder; unset: the one shipped with the package."""
+    model_refresh_seconds: float = Field(default=10.0, ge=0)
+    """How often the repository is listed again, so new versions are used without a restart
+    (a request naming a version not yet listed lists it at once)."""
     device: str = "auto"
     """Torch device of certification: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``."""
     worker_pool_size: int = Field(default=1, ge=1)

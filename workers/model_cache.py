@@ -3,6 +3,13 @@
 Only :class:`RepositorySource` talks to the repository; everything else sees a
 :class:`ModelSource` and the :class:`LoadedModel` it gives.
 
+A package that fails its integrity checks (weights that do not match the card's sha256, a
+card that does not parse, a network that does not build) makes that version *unavailable*,
+not the process broken: asking for it raises :class:`ModelUnavailableError` with the reason,
+and a model's default version is its newest version that loads. The list of versions is read
+again every ``refresh_seconds`` and whenever a version that is not listed is asked for, so
+versions added to the repository are used without a restart.
+
 CUDA: a model is moved to its device on first use inside the process that runs it, never at
 import time, so a Celery prefork parent never initialises CUDA before it forks its children;
 a cache that finds itself in a forked child (another PID) starts empty.
@@ -10,6 +17,7 @@ a cache that finds itself in a forked child (another PID) starts empty.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -30,6 +38,22 @@ logger = logging.getLogger(__name__)
 
 class UnknownModelError(LookupError):
     """The repository has no such model or version; the message lists what exists."""
+
+
+class ModelUnavailableError(ValueError):
+    """A package that exists but cannot be used; the message gives the reason.
+
+    A ``ValueError``, as any refusal to load a model is for the job runner."""
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """Whether one version of a model loads, and why not when it does not."""
+
+    model_id: str
+    version: str
+    available: bool
+    reason: str | None = None
 
 
 MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
@@ -68,9 +92,16 @@ def resolve_device(name: str) -> torch.device:
 class ModelSource(Protocol):
     """Where models come from: the repository, or any source of (model, card) packages."""
 
-    def load(self, model_id: str, version: str | None) -> LoadedModel: ...
+    def load(self, model_id: str, version: str | None) -> LoadedModel:
+        """The package; :class:`UnknownModelError` when it does not exist,
+        :class:`ModelUnavailableError` when it exists but cannot be used."""
+        ...
 
     def model_ids(self) -> list[str]: ...
+
+    def versions(self, model_id: str) -> list[str]:
+        """The versions of ``model_id``, oldest first; ``[]`` for an unknown model."""
+        ...
 
 
 class RepositorySource:
@@ -98,12 +129,32 @@ class RepositorySource:
                     f"no model {model_id!r}; the repository holds {self.model_ids()}"
                 ) from error
             raise UnknownModelError(str(error)) from error
+        except models.ModelIntegrityError as error:
+            raise ModelUnavailableError(self._without_root(str(error))) from None
+        except OSError as error:
+            raise ModelUnavailableError(
+                f"{model_id!r} version {version}: the package cannot be read ({error.strerror})"
+            ) from None
         return describe_package(model, card, time.perf_counter() - started)
 
     def model_ids(self) -> list[str]:
-        import models
+        from models import repository
 
-        return sorted(models.list_models(repository=self.repository))
+        return repository.model_ids(self.repository)
+
+    def versions(self, model_id: str) -> list[str]:
+        from models import repository
+
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            return []
+        return repository.versions(model_id, repository=self.repository)
+
+    def _without_root(self, message: str) -> str:
+        """``message`` with the repository's folder left out: paths relative to it."""
+        from models import repository
+
+        root = str(self.repository or repository.default_repository())
+        return message.replace(root.rstrip("/") + "/", "")
 
 
 def describe_package(model: torch.nn.Module, card: Any, load_seconds: float) -> LoadedModel:
@@ -125,42 +176,160 @@ def describe_package(model: torch.nn.Module, card: Any, load_seconds: float) -> 
 
 
 class ModelCache:
-    """Loads each (model, version) once per process and keeps it; thread-safe."""
+    """Loads each (model, version) once per process and keeps it; thread-safe.
 
-    def __init__(self, source: ModelSource, device: str = "auto") -> None:
+    A version that loaded once is known good (packages are never overwritten); a version that
+    failed is not tried again for ``refresh_seconds`` (a package still being copied in gets
+    its next chance then). The versions of a model are listed again after ``refresh_seconds``
+    and whenever a version not in the list is asked for.
+    """
+
+    def __init__(
+        self, source: ModelSource, device: str = "auto", refresh_seconds: float = 10.0
+    ) -> None:
         self.source = source
         self.device_name = device
+        self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._models: dict[tuple[str, str | None], LoadedModel] = {}
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._verified: set[tuple[str, str]] = set()
+        self._failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self._listings: dict[str, tuple[float, tuple[str, ...]]] = {}
 
     def get(self, model_id: str, version: str | None = None) -> LoadedModel:
-        """The model ``model_id`` at ``version`` (the latest when ``None``), loaded on demand."""
-        key = (model_id, version)
+        """The model ``model_id`` at ``version``, loaded on demand; ``None``: its newest
+        version that loads.
+
+        Raises :class:`UnknownModelError` for a model or version the repository does not have
+        and :class:`ModelUnavailableError` (with the reason) for one that fails to load.
+        """
         with self._lock:
-            if self._pid != os.getpid():
-                self._models.clear()
-                self._pid = os.getpid()
-            loaded = self._models.get(key)
-            if loaded is None:
-                loaded = self._load(model_id, version)
-                self._models[key] = loaded
-                self._models[(model_id, loaded.version)] = loaded
-            return loaded
+            self._forget_if_forked()
+            if version is None:
+                return self._newest_available(model_id)
+            versions = self._versions(model_id)
+            if version not in versions:
+                versions = self._versions(model_id, fresh=True)
+            if version not in versions:
+                raise self._unknown(model_id, version, versions)
+            return self._load(model_id, version)
 
     def model_ids(self) -> list[str]:
         return self.source.model_ids()
 
     def loaded(self) -> Sequence[LoadedModel]:
         with self._lock:
-            return list({id(m): m for m in self._models.values()}.values())
+            return list(self._models.values())
 
-    def _load(self, model_id: str, version: str | None) -> LoadedModel:
-        package = self.source.load(model_id, version)
+    def version_statuses(self) -> list[VersionStatus]:
+        """Every version of every model, each loaded (or checked) to say whether it is usable.
+
+        Default versions stay loaded (requests use them); older ones are checked once and not
+        kept in memory.
+        """
+        statuses = []
+        for model_id in self.model_ids():
+            with self._lock:
+                self._forget_if_forked()
+                # Loads the default version to keep; each version's own reason is listed below.
+                with contextlib.suppress(ModelUnavailableError, UnknownModelError):
+                    self._newest_available(model_id)
+                for version in self._versions(model_id):
+                    reason = self._check(model_id, version)
+                    statuses.append(VersionStatus(model_id, version, reason is None, reason))
+        return statuses
+
+    def _forget_if_forked(self) -> None:
+        if self._pid != os.getpid():
+            self._models.clear()
+            self._verified.clear()
+            self._failures.clear()
+            self._listings.clear()
+            self._pid = os.getpid()
+
+    def _versions(self, model_id: str, *, fresh: bool = False) -> tuple[str, ...]:
+        listed = self._listings.get(model_id)
+        now = time.monotonic()
+        if fresh or listed is None or now - listed[0] >= self.refresh_seconds:
+            listed = (now, tuple(self.source.versions(model_id)))
+            self._listings[model_id] = listed
+        return listed[1]
+
+    def _unknown(self, model_id: str, version: str | None, versions: Sequence[str]) -> Exception:
+        if not versions:
+            shown = model_id if len(model_id) <= 80 else f"{model_id[:80]}…"
+            return UnknownModelError(
+                f"no model {shown!r}; the available models are {self.model_ids()}"
+            )
+        return UnknownModelError(
+            f"model {model_id!r} has no version {version!r}; its versions are {list(versions)}"
+        )
+
+    def _newest_available(self, model_id: str) -> LoadedModel:
+        versions = self._versions(model_id)
+        if not versions:
+            versions = self._versions(model_id, fresh=True)
+        if not versions:
+            raise self._unknown(model_id, None, versions)
+        reasons = []
+        for version in reversed(versions):
+            try:
+                return self._load(model_id, version)
+            except ModelUnavailableError as error:
+                reasons.append(str(error))
+        raise ModelUnavailableError(f"no version of {model_id!r} can be used: {'; '.join(reasons)}")
+
+    def _recent_failure(self, key: tuple[str, str]) -> str | None:
+        failure = self._failures.get(key)
+        if failure is None or time.monotonic() - failure[0] >= self.refresh_seconds:
+            return None
+        return failure[1]
+
+    def _from_source(self, model_id: str, version: str) -> LoadedModel:
+        """The package from the source; a failure is remembered and logged once."""
+        key = (model_id, version)
+        reason = self._recent_failure(key)
+        if reason is not None:
+            raise ModelUnavailableError(reason)
+        try:
+            package = self.source.load(model_id, version)
+        except ModelUnavailableError as error:
+            if self._failures.get(key, (0.0, None))[1] != str(error):
+                logger.error(
+                    "event=model_unavailable model=%s version=%s reason=%r",
+                    model_id,
+                    version,
+                    str(error),
+                )
+            self._failures[key] = (time.monotonic(), str(error))
+            raise
+        self._failures.pop(key, None)
+        self._verified.add(key)
+        return package
+
+    def _check(self, model_id: str, version: str) -> str | None:
+        """Why ``version`` cannot be used, or ``None`` when it loads."""
+        key = (model_id, version)
+        if key in self._models or key in self._verified:
+            return None
+        try:
+            self._from_source(model_id, version)
+        except (ModelUnavailableError, UnknownModelError) as error:
+            return str(error)
+        return None
+
+    def _load(self, model_id: str, version: str) -> LoadedModel:
+        key = (model_id, version)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            return loaded
+        package = self._from_source(model_id, version)
         device = resolve_device(self.device_name)
         loaded = dataclasses.replace(
             package, model=package.model.to(device).eval(), device=str(device)
         )
+        self._models[key] = loaded
         metrics.MODELS_LOADED.labels(model=loaded.model_id, version=loaded.version).set(1)
         logger.info(
             "event=model_loaded model=%s version=%s device=%s seconds=%.3f",

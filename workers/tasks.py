@@ -17,7 +17,11 @@ def process_runner() -> JobRunner:
     """One runner (store client, model cache) per worker process, built on its first task."""
     return JobRunner(
         RedisJobStore.from_settings(settings),
-        ModelCache(RepositorySource(settings.model_repository), settings.device),
+        ModelCache(
+            RepositorySource(settings.model_repository),
+            settings.device,
+            settings.model_refresh_seconds,
+        ),
         time_limit_seconds=settings.task_time_limit_seconds,
         max_attempts=settings.task_max_attempts,
         time_limit_errors=(SoftTimeLimitExceeded,),

@@ -60,3 +60,6 @@ class SmallModelSource:
 
     def model_ids(self) -> list[str]:
         return [SMALL_MODEL_ID]
+
+    def versions(self, model_id: str) -> list[str]:
+        return ["1"] if model_id == SMALL_MODEL_ID else []

@@ -6,9 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import RuntimeDep
-from service.schemas import HealthResource
+from service.schemas import HealthResource, ModelVersionStatus
 from workers.dispatch import NotReadyError
-from workers.model_cache import UnknownModelError
 
 router = APIRouter(tags=["health"])
 
@@ -22,17 +21,42 @@ def healthz() -> HealthResource:
     "/readyz",
     response_model=HealthResource,
     responses={503: {"model": HealthResource}},
-    summary="Readiness: models loadable and, in distributed mode, Redis and a worker reachable",
+    summary="Readiness: every model has a version that loads and, in distributed mode, Redis "
+    "and a worker are reachable; `models` lists each version and whether it loads",
 )
 def readyz(runtime: RuntimeDep) -> HealthResource | JSONResponse:
+    """Ready while every model's default version (its newest that loads) serves: a corrupt
+    new version leaves the older one serving, so it is listed and named in ``detail`` but does
+    not take the gateway out of service."""
+    statuses: list[ModelVersionStatus] = []
     try:
         model_ids = runtime.models.model_ids()
         if not model_ids:
             raise NotReadyError("the model repository has no models")
-        for model_id in model_ids:
-            runtime.models.get(model_id)
+        statuses = [ModelVersionStatus.from_status(s) for s in runtime.models.version_statuses()]
+        unusable = [
+            model_id
+            for model_id in model_ids
+            if not any(s.id == model_id and s.status == "available" for s in statuses)
+        ]
+        if unusable:
+            raise NotReadyError(f"no version of {', '.join(unusable)} loads; {_failing(statuses)}")
         runtime.dispatcher.check_ready()
-    except (NotReadyError, UnknownModelError, OSError, ValueError) as error:
-        body = HealthResource(status="unavailable", mode=runtime.mode, detail=str(error))
+    except (NotReadyError, OSError, ValueError) as error:
+        body = HealthResource(
+            status="unavailable", mode=runtime.mode, detail=str(error), models=statuses
+        )
         return JSONResponse(status_code=503, content=body.model_dump())
-    return HealthResource(status="ready", mode=runtime.mode)
+    failing = [s for s in statuses if s.status == "unavailable"]
+    return HealthResource(
+        status="ready",
+        mode=runtime.mode,
+        detail=_failing(statuses) if failing else None,
+        models=statuses,
+    )
+
+
+def _failing(statuses: list[ModelVersionStatus]) -> str:
+    failing = [s for s in statuses if s.status == "unavailable"]
+    names = ", ".join(f"{s.id} v{s.version}" for s in failing)
+    return f"{len(failing)} model version(s) fail to load: {names}"
