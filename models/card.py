@@ -3,7 +3,8 @@
 A card is ``model.json`` beside ``model.safetensors`` in the model repository (see
 :mod:`models.repository`). It states what the network is (architecture, config, input shape
 and channel order, class names, normalisation, certified Lipschitz bound), what it was
-trained for (the noise level ``sigma`` its smoothing certificates use), how it was made
+trained for (the noise level ``sigma`` its smoothing certificates use, the inputs it was
+made for: :class:`IntendedInput`), how it was made
 (dataset and split, training command and seed) and how it measured (``metrics``), and it pins
 the weights by their SHA-256.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +92,84 @@ class TrainingRecord:
         return cls(**_check_keys(cls, data, "card.training"))
 
 
+_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
+"""A DICOM Modality (0008,0060) code: a Code String of at most 16 characters, e.g. ``CT``."""
+COLOURS = {"grey": 1, "rgb": 3}
+"""The colours an intended input may declare, with the channel count each needs."""
+
+
+@dataclass(frozen=True)
+class IntendedInput:
+    """What the model was made for: every request is checked against it (see
+    :mod:`service.input_fit`), and an input that departs from it gets a warning, or a refusal
+    in strict mode."""
+
+    kind: str
+    """What the images show, as a noun phrase: ``handwritten digit``, ``chest X-ray``."""
+    channels: int
+    """1 or 3; the model's input channels."""
+    native_size: tuple[int, int]
+    """``(H, W)`` of the images the model was trained on, before any resizing."""
+    colour: str
+    """``grey`` or ``rgb``: what the training images were (a grey model may take 3 channels)."""
+    modalities: tuple[str, ...] = ()
+    """DICOM Modality codes the model was trained on (``CT``, ``DX``…); empty: no DICOM at all."""
+    max_resize_factor: float = 2.0
+    """The largest factor, along either axis, by which an input may differ from
+    ``native_size`` before the answer is about another image than the one sent."""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> IntendedInput:
+        """An intended input from its JSON form; ``colour`` defaults to what ``channels`` says.
+
+        Raises ``ValueError`` naming the field that is wrong."""
+        where = "card.intended_input"
+        if isinstance(data, dict) and "colour" not in data:
+            # A wrong channel count is reported below, as such.
+            data = {**data, "colour": "rgb" if data.get("channels") == 3 else "grey"}
+        data = _check_keys(cls, data, where)
+        kind, channels, size = data["kind"], data["channels"], data["native_size"]
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError(f"{where}.kind must be a non-empty text, e.g. 'handwritten digit'")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"{where}.channels must be 1 or 3, got {channels!r}")
+        if (
+            not isinstance(size, list | tuple)
+            or len(size) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in size)
+        ):
+            raise ValueError(f"{where}.native_size must be [H, W], two positive integers")
+        colour = data["colour"]
+        if colour not in COLOURS:
+            raise ValueError(f"{where}.colour must be one of {sorted(COLOURS)}, got {colour!r}")
+        if COLOURS[colour] > channels:
+            raise ValueError(f"{where}: colour 'rgb' needs 3 channels, the card declares 1")
+        modalities = data.get("modalities", ())
+        if not isinstance(modalities, list | tuple) or not all(
+            isinstance(m, str) and _MODALITY_CODE.fullmatch(m) for m in modalities
+        ):
+            raise ValueError(
+                f"{where}.modalities must be a list of DICOM Modality codes (upper-case, at most "
+                f"16 characters, e.g. 'CT', 'DX'), got {modalities!r}"
+            )
+        factor = data.get("max_resize_factor", cls.max_resize_factor)
+        if (
+            not isinstance(factor, int | float)
+            or isinstance(factor, bool)
+            or not math.isfinite(factor)
+            or factor < 1
+        ):
+            raise ValueError(f"{where}.max_resize_factor must be a number ≥ 1, got {factor!r}")
+        return cls(
+            kind=kind.strip(),
+            channels=channels,
+            native_size=(size[0], size[1]),
+            colour=colour,
+            modalities=tuple(modalities),
+            max_resize_factor=float(factor),
+        )
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """The card of one model version (``model.json``)."""
@@ -122,6 +203,9 @@ class ModelCard:
     """UTC timestamp (ISO 8601) of packaging."""
     package_version: str
     """Version of hycas-certify that wrote the package."""
+    intended_input: IntendedInput | None = None
+    """What the model was made for; ``None`` in cards written before it was recorded (their
+    inputs are checked only for what needs no card)."""
     weights_file: str = "model.safetensors"
     card_format: int = CARD_FORMAT
 
@@ -146,6 +230,14 @@ class ModelCard:
                 f"{CARD_FORMAT})"
             )
         bound = data["lipschitz_bound"]
+        intended = data.get("intended_input")
+        if intended is not None:
+            intended = IntendedInput.from_dict(intended)
+            if intended.channels != int(data["input_shape"][0]):
+                raise ValueError(
+                    f"card.intended_input.channels is {intended.channels}, but the model takes "
+                    f"{data['input_shape'][0]} channel(s)"
+                )
         return cls(
             **{
                 **data,
@@ -157,5 +249,6 @@ class ModelCard:
                 "normalization": Normalization.from_dict(data["normalization"]),
                 "dataset": DatasetRecord.from_dict(data["dataset"]),
                 "training": TrainingRecord.from_dict(data["training"]),
+                "intended_input": intended,
             }
         )

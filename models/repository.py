@@ -34,7 +34,7 @@ from torch import nn
 
 from models.architectures import build_model
 from models.baselines import PlainCNN
-from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
+from models.card import DatasetRecord, IntendedInput, ModelCard, Normalization, TrainingRecord
 from models.data.dataset import CHANNEL_ORDERS
 from models.devices import resolve_device
 from models.hycas import HyCAS
@@ -288,6 +288,7 @@ def save_model(
     dataset: DatasetRecord,
     training: TrainingRecord,
     metrics: Mapping[str, Any],
+    intended_input: IntendedInput | None = None,
     repository: str | Path | None = None,
     version: str | int | None = None,
 ) -> ModelCard:
@@ -295,7 +296,8 @@ def save_model(
 
     ``version`` defaults to one more than the latest; an existing version is never overwritten.
     Architecture, config, input shape, normalisation and the certified bound are read from the
-    model itself (``model.describe()``). The package appears atomically (written aside, then
+    model itself (``model.describe()``); ``intended_input`` says what inputs the model was made
+    for (its channel count must be the model's). The package appears atomically (written aside, then
     renamed into place).
     """
     _check_model_id(model_id)
@@ -316,6 +318,11 @@ def save_model(
     state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     weights = save_safetensors(state, metadata={"model_id": model_id, "version": new_version})
     input_shape = tuple(int(d) for d in summary["input_shape"])
+    if intended_input is not None and intended_input.channels != input_shape[0]:
+        raise ValueError(
+            f"the intended input has {intended_input.channels} channel(s), the model takes "
+            f"{input_shape[0]}"
+        )
     card = ModelCard(
         id=model_id,
         version=new_version,
@@ -333,6 +340,7 @@ def save_model(
         sha256=sha256_hex(weights),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         package_version=package_version(),
+        intended_input=intended_input,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{new_version}.", dir=target.parent))

@@ -1,6 +1,6 @@
 """Datasets for training and evaluation: the bundled digits and loaders for user-supplied files."""
 
-from models.data.catalog import DATASETS, load_dataset
+from models.data.catalog import DATASETS, intended_input_of, load_dataset
 from models.data.cifar import load_cifar
 from models.data.dataset import ImageDataset
 from models.data.digits import DIGITS_TEST_INDEX_RECIPE, digits_test_indices, load_digits_split
@@ -13,6 +13,7 @@ __all__ = [
     "MEDMNIST_FLAVORS",
     "ImageDataset",
     "digits_test_indices",
+    "intended_input_of",
     "load_cifar",
     "load_dataset",
     "load_digits_split",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.card import IntendedInput
 from models.data.cifar import load_cifar
 from models.data.dataset import ImageDataset
 from models.data.digits import load_digits_split
@@ -25,6 +26,35 @@ DATASETS = {
     "image-folder": "a directory with one folder per split, each with one folder per class",
 }
 """Every dataset name, with what ``path`` must point at."""
+
+_INPUT_KINDS = {
+    "digits": ("handwritten digit", ()),
+    "dermamnist": ("dermatoscopy", ()),
+    "pneumoniamnist": ("paediatric chest X-ray", ("DX", "CR")),
+    "chestmnist": ("chest X-ray", ("DX",)),
+    "cifar10": ("natural photograph", ()),
+    "cifar100": ("natural photograph", ()),
+}
+"""What each dataset's images show, and the DICOM modalities of their kind (MedMNIST images
+were exported from such studies; empty: nothing from a DICOM file resembles them)."""
+
+
+def intended_input_of(
+    name: str, dataset: ImageDataset, path: str | Path | None = None
+) -> IntendedInput:
+    """What a model trained on ``dataset`` (dataset ``name`` read from ``path``) was made for:
+    its kind of image, channels, size and colour. An image folder's kind is its folder's name,
+    its colour what its images were."""
+    default = (f"'{Path(path).name if path is not None else name}' image-folder", ())
+    kind, modalities = _INPUT_KINDS.get(name, default)
+    channels, height, width = dataset.input_shape
+    return IntendedInput(
+        kind=kind,
+        channels=channels,
+        native_size=(height, width),
+        colour="grey" if channels == 1 else "rgb",
+        modalities=modalities,
+    )
 
 
 def load_dataset(

@@ -19,7 +19,7 @@ import torch
 
 from models.architectures import build_model
 from models.card import DatasetRecord, ModelCard, TrainingRecord
-from models.data import load_dataset
+from models.data import intended_input_of, load_dataset
 from models.devices import resolve_device
 from models.evaluation import EvaluationReport, EvaluationSettings, evaluate_classifier
 from models.repository import package_directory, save_model
@@ -183,6 +183,7 @@ def _train_evaluate_save(
             torch_version=torch.__version__,
         ),
         metrics=dataclasses.asdict(report.summary),
+        intended_input=intended_input_of(request.dataset, train_set, request.data_path),
         repository=repository,
         version=version,
     )

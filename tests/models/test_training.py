@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import models
 from models.architectures import build_model
+from models.card import IntendedInput
 from models.data import load_digits_split
 from models.evaluation import EvaluationReport, EvaluationSettings
 from models.training import (
@@ -178,6 +179,7 @@ def test_hycas_train_writes_a_loadable_package(tmp_path, capsys):
     assert card.metrics["images"] == 6 and card.metrics["settings"]["n"] == 30
     assert set(card.metrics["certificates"]) == {"smoothing", "margin", "best"}
     assert card.dataset.train_size == 1347 and "random_state=0" in card.dataset.test_split
+    assert card.intended_input == IntendedInput("handwritten digit", 1, (8, 8), "grey", ())
     assert model.lipschitz_bound() <= card.lipschitz_bound <= 2.0
     report = EvaluationReport.read_json(tmp_path / "report.json")
     assert (report.model_id, report.version, report.sha256) == ("digits-tiny", "1", card.sha256)
@@ -202,6 +204,8 @@ def test_hycas_train_labels_the_test_split_by_the_train_classes(tmp_path):
     request = image_folder_request(tmp_path, {"train": "abc", "test": "ac"})
     outcome = train_and_package(request, repository=tmp_path, device="cpu", progress=False)
     assert outcome.card.class_names == ("a", "b", "c")
+    intended = outcome.card.intended_input
+    assert intended == IntendedInput("'data' image-folder", 1, (8, 8), "grey", ())
     assert [image.label for image in outcome.report.images] == [0, 0, 2, 2]
 
 
