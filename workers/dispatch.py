@@ -88,7 +88,11 @@ class CeleryDispatcher:
         self.client = client
 
     def dispatch(self, job_id: str) -> None:
-        self.celery.send_task(CERTIFY_JOB_TASK, args=[job_id], queue=self.queue_name)
+        # Results live in the job store: no subscription to a Celery result that nobody reads
+        # (it would also hide a broker outage behind the result backend's RuntimeError).
+        self.celery.send_task(
+            CERTIFY_JOB_TASK, args=[job_id], queue=self.queue_name, ignore_result=True
+        )
 
     def queue_length(self) -> int:
         return int(self.client.llen(self.queue_name))
