@@ -11,8 +11,10 @@ import logging
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,24 @@ class UnknownModel(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time; the answer closes the connection."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class TooManyRequests(ServiceError):
+    """The backlog is full; ``retry_after`` (seconds) becomes the ``Retry-After`` header."""
+
+    status_code = 429
+    code = "backlog_full"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class PayloadTooLarge(ServiceError):
@@ -121,9 +141,38 @@ class ModelUnavailable(ServiceUnavailable):
     code = "model_unavailable"
 
 
-def error_response(status_code: int, code: str, message: str) -> JSONResponse:
+class QueueUnavailable(ServiceUnavailable):
+    """The job could not be handed to the queue (broker down or refusing)."""
+
+    code = "queue_unavailable"
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded (never sent) when a client hangs up before its request was read."""
+
+
+def error_response(
+    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
-        status_code=status_code, content={"error": {"code": code, "message": message}}
+        status_code=status_code,
+        content={"error": {"code": code, "message": message}},
+        headers=headers,
+    )
+
+
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route serves on the request's path (for ``Allow``), all routes asked."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
     )
 
 
@@ -143,16 +192,30 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return error_response(error.status_code, error.code, error.message)
+        headers = {"Connection": "close"} if isinstance(error, RequestTimeout) else None
+        if isinstance(error, TooManyRequests):
+            headers = {"Retry-After": str(error.retry_after)}
+        return error_response(error.status_code, error.code, error.message, headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, _: ClientDisconnect) -> Response:
+        # The client hung up mid-body: nobody reads this answer; it is counted, not an error.
+        logger.info("event=client_disconnected method=%s path=%s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(422, InvalidRequest.code, _describe_validation_errors(error))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
-        return error_response(error.status_code, code, str(error.detail))
+        headers = dict(error.headers or {})
+        message = str(error.detail)
+        if error.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+            message = f"{request.method} is not served on this path; use {headers['Allow']}"
+        return error_response(error.status_code, code, message, headers or None)
 
     @app.exception_handler(redis.RedisError)
     async def store_unavailable(request: Request, error: redis.RedisError) -> JSONResponse:

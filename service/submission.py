@@ -11,6 +11,9 @@ import logging
 import time
 import uuid
 
+import redis
+from kombu.exceptions import OperationalError
+
 from certify.seeds import fresh_seed
 from certify.validation import MIN_ALPHA
 from service.auth import may_access
@@ -21,7 +24,9 @@ from service.errors import (
     ModelUnavailable,
     NotFound,
     ParameterOutOfBounds,
+    QueueUnavailable,
     ServiceError,
+    TooManyRequests,
     UnknownModel,
     UnsupportedSigma,
 )
@@ -29,9 +34,10 @@ from service.imaging import DecodedImage, decode_array, decode_image
 from service.schemas import CertifyOptions
 from service.uploads import ImageUpload
 from workers import metrics
+from workers.admission import BacklogFull, BacklogLimits
 from workers.certification import DEFAULT_METHODS, CertificationMethod, CertificationParameters
 from workers.dispatch import JobDispatcher
-from workers.jobs import BatchItem, BatchRecord, JobRecord, JobStatus, Progress
+from workers.jobs import BatchItem, BatchRecord, JobError, JobRecord, JobStatus, Progress
 from workers.model_cache import (
     LoadedModel,
     ModelCache,
@@ -43,6 +49,10 @@ from workers.store import JobStore
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_SECONDS = 0.05
+
+DISPATCH_ERRORS = (OperationalError, redis.RedisError, OSError)
+"""What sending a job's message raises when the broker is down or refuses (kombu wraps most
+transport errors in its ``OperationalError``; ``ConnectionError`` is an ``OSError``)."""
 
 
 def _bounded(name: str, requested: int | None, default: int, upper: int, setting: str) -> int:
@@ -119,6 +129,7 @@ class JobService:
         self.store = store
         self.dispatcher = dispatcher
         self.models = models
+        self.backlog_limits = BacklogLimits.from_settings(settings)
 
     def model(self, model_id: str, version: str | None = None) -> LoadedModel:
         try:
@@ -149,11 +160,68 @@ class JobService:
             batch_id=batch_id,
             progress=Progress(samples_planned=parameters.total_samples_planned),
         )
-        self.store.create_job(job)
         return job
 
-    def _dispatch(self, job: JobRecord) -> None:
-        self.dispatcher.dispatch(job.id)
+    def _admit(self, jobs: list[JobRecord]) -> None:
+        """Store the request's jobs if the backlog has room for all of them; else drop their
+        images and refuse it whole (429 with ``Retry-After``)."""
+        try:
+            self.store.admit_jobs(jobs, self.backlog_limits)
+        except BacklogFull as full:
+            for job in jobs:
+                self.store.delete_image(job.image_key)
+            logger.info("event=backlog_full jobs=%d retry_after=%d", len(jobs), full.retry_after)
+            raise TooManyRequests(full.message, retry_after=full.retry_after) from None
+
+    def _dispatch(self, jobs: list[JobRecord]) -> None:
+        """Send every job's message; when the broker fails, the request's jobs end ``failed``
+        with ``queue_unavailable`` (none waits as ``queued`` with no message) and it is 503."""
+        for job in jobs:
+            try:
+                self.dispatcher.dispatch(job.id)
+            except DISPATCH_ERRORS as error:
+                logger.error(
+                    "event=dispatch_failed job_id=%s batch_id=%s error=%s",
+                    job.id,
+                    job.batch_id or "-",
+                    type(error).__name__,
+                )
+                self._abandon(jobs)
+                raise QueueUnavailable(
+                    "the job queue (the Redis broker) cannot be reached; nothing was queued, "
+                    "send the request again in a moment"
+                ) from None
+            self._log_queued(job)
+
+    def _abandon(self, jobs: list[JobRecord]) -> None:
+        """Jobs of a refused request: queued ones fail (their images dropped), running ones
+        (sent before the broker failed, already taken by a worker) are asked to cancel."""
+        failure = JobError(
+            code="queue_unavailable", message="the job could not be sent to the job queue"
+        )
+        now = time.time()
+
+        def abandon(job: JobRecord) -> JobRecord | None:
+            if job.status is JobStatus.QUEUED:
+                update = {"status": JobStatus.FAILED, "error": failure, "finished_at": now}
+                return job.model_copy(update=update)
+            if job.status is JobStatus.RUNNING:
+                return job.model_copy(update={"cancel_requested": True})
+            return None
+
+        for job in jobs:
+            try:
+                record = self.store.update_job(job.id, abandon)
+                if record is not None and record.status is JobStatus.FAILED:
+                    self.store.delete_image(job.image_key)
+                    metrics.JOBS.labels(state=JobStatus.FAILED.value).inc()
+            except redis.RedisError as error:
+                # The store shares the broker's outage; the job stays for the reaper.
+                logger.error(
+                    "event=abandon_failed job_id=%s error=%s", job.id, type(error).__name__
+                )
+
+    def _log_queued(self, job: JobRecord) -> None:
         metrics.JOBS.labels(state=JobStatus.QUEUED.value).inc()
         logger.info(
             "event=job_queued job_id=%s batch_id=%s model=%s version=%s format=%s shape=%s "
@@ -176,7 +244,8 @@ class JobService:
         parameters = resolve_parameters(options, loaded, self.settings)
         decoded = decode_upload(upload, loaded, self.settings.max_image_pixels)
         job = self._new_job(decoded, loaded, parameters, owner, batch_id=None)
-        self._dispatch(job)
+        self._admit([job])
+        self._dispatch([job])
         return job
 
     def submit_batch(
@@ -198,6 +267,7 @@ class JobService:
                 raise
         batch_id = uuid.uuid4().hex
         jobs = [self._new_job(d, loaded, parameters, owner, batch_id) for d in decoded]
+        self._admit(jobs)
         batch = BatchRecord(
             id=batch_id,
             model_id=loaded.model_id,
@@ -209,8 +279,7 @@ class JobService:
             ),
         )
         self.store.create_batch(batch)
-        for job in jobs:
-            self._dispatch(job)
+        self._dispatch(jobs)
         return batch
 
     def job(self, job_id: str, owner: str | None) -> JobRecord:
@@ -243,7 +312,7 @@ class JobService:
                 cancelled_while_queued = True
                 update = {"status": JobStatus.CANCELLED, "finished_at": now}
                 return job.model_copy(update={**update, "cancel_requested": True})
-            return job.model_copy(update={"cancel_requested": True})
+            return job.model_copy(update={"cancel_requested": True, "cancel_requested_at": now})
 
         job = self.store.update_job(job_id, request_cancel)
         if job is None:
