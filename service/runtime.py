@@ -2,7 +2,8 @@
 
 Embedded mode (no ``HYCAS_REDIS_URL``): an in-memory store and a pool of job threads in this
 process, sharing its model cache. Distributed mode: the Redis store and the Celery queue;
-the gateway loads models only to read their cards and input shapes (on the CPU).
+the gateway loads models only to read their cards and input shapes (on the CPU), and runs a
+reaper thread (:mod:`workers.reaper`) beside the workers' ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from service.core.config import Settings
 from service.submission import JobService
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
 from workers.model_cache import ModelCache, ModelSource, RepositorySource
+from workers.reaper import Reaper, reaper_for
 from workers.runner import JobRunner
 from workers.store import InMemoryJobStore, JobStore, RedisJobStore, StoreLifetimes
 
@@ -24,12 +26,15 @@ class ServiceRuntime:
     dispatcher: JobDispatcher
     models: ModelCache
     jobs: JobService
+    reaper: Reaper | None = None
 
     @property
     def mode(self) -> str:
         return "distributed" if self.settings.distributed else "embedded"
 
     def close(self) -> None:
+        if self.reaper is not None:
+            self.reaper.stop()
         self.dispatcher.close()
 
 
@@ -46,12 +51,17 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
             models,
             time_limit_seconds=settings.task_time_limit_seconds,
             max_attempts=settings.task_max_attempts,
+            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         )
         dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
+        reaper = None
     else:
         models = ModelCache(source, "cpu", settings.model_refresh_seconds)
         redis_store = RedisJobStore.from_settings(settings)
         store = redis_store
-        dispatcher = CeleryDispatcher(settings, redis_store.client)
+        celery_dispatcher = CeleryDispatcher(settings, redis_store.client)
+        dispatcher = celery_dispatcher
+        reaper = reaper_for(settings, redis_store, celery_dispatcher)
+        reaper.start()
     jobs = JobService(settings, store, dispatcher, models)
-    return ServiceRuntime(settings, store, dispatcher, models, jobs)
+    return ServiceRuntime(settings, store, dispatcher, models, jobs, reaper)

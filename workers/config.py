@@ -46,6 +46,20 @@ class ExecutionSettings(BaseSettings):
     """``hycas worker`` serves its processes' metrics on this port (``/metrics``)."""
     broker_restore_interval_seconds: int = Field(default=10, ge=1)
     """How often a worker looks for unacknowledged jobs past the visibility timeout."""
+    heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A running job whose worker has not refreshed its heartbeat for this long is rerun."""
+    reaper_interval_seconds: float = Field(default=10.0, gt=0)
+    """How often one reaper (among all workers and gateways) looks for lost jobs."""
+    max_queued_jobs: int = Field(default=10_000, ge=1)
+    """Unfinished (queued or running) jobs accepted at once; beyond it submissions get 429."""
+    max_queued_jobs_per_key: int = Field(default=1_000, ge=1)
+    """Unfinished jobs of one API key accepted at once."""
+    max_queued_samples: int = Field(default=200_000_000, ge=1)
+    """Noisy samples planned by all unfinished jobs together (a job weighs n0 + n per method)."""
+    max_queued_samples_per_key: int = Field(default=50_000_000, ge=1)
+    """Noisy samples planned by the unfinished jobs of one API key."""
+    backlog_drain_samples_per_second: float = Field(default=10_000.0, gt=0)
+    """The fleet's certification rate, used only to estimate a 429's ``Retry-After``."""
 
     @property
     def task_soft_time_limit_seconds(self) -> int:
@@ -63,6 +77,11 @@ class ExecutionSettings(BaseSettings):
         if self.broker_visibility_timeout_seconds is not None:
             return self.broker_visibility_timeout_seconds
         return self.task_hard_time_limit_seconds + 60
+
+    @property
+    def queued_orphan_grace_seconds(self) -> float:
+        """A queued job is re-sent only when its message was missing for this long."""
+        return max(self.reaper_interval_seconds, 5.0)
 
     @property
     def pending_ttl_seconds(self) -> int:

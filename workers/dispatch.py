@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -18,6 +20,14 @@ from workers.config import ExecutionSettings
 from workers.runner import JobRunner
 
 logger = logging.getLogger(__name__)
+
+KOMBU_UNACKED_KEY = "unacked"
+"""Kombu's Redis hash of messages delivered to a worker and not yet acknowledged."""
+
+JOB_ID_PATTERN = re.compile(rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+"""A job id (a hex UUID) as it appears in a task message's ``argsrepr`` header."""
+
+MESSAGE_SCAN_CHUNK = 1_000
 
 
 class NotReadyError(RuntimeError):
@@ -96,6 +106,23 @@ class CeleryDispatcher:
 
     def queue_length(self) -> int:
         return int(self.client.llen(self.queue_name))
+
+    def job_ids_with_messages(self, job_ids: Collection[str]) -> set[str]:
+        """Those of ``job_ids`` that have a message waiting in the queue, or delivered to a
+        worker and not yet acknowledged (reserved or running)."""
+        wanted = {job_id.encode() for job_id in job_ids}
+        found: set[bytes] = set()
+        start = 0
+        while True:
+            messages = self.client.lrange(self.queue_name, start, start + MESSAGE_SCAN_CHUNK - 1)
+            for message in messages:
+                found.update(JOB_ID_PATTERN.findall(message))
+            if len(messages) < MESSAGE_SCAN_CHUNK:
+                break
+            start += MESSAGE_SCAN_CHUNK
+        for _, message in self.client.hscan_iter(KOMBU_UNACKED_KEY, count=MESSAGE_SCAN_CHUNK):
+            found.update(JOB_ID_PATTERN.findall(message))
+        return {job_id.decode() for job_id in wanted & found}
 
     def check_ready(self) -> None:
         try:

@@ -60,11 +60,24 @@ class JobRecord(BaseModel):
     result: CertificationReport | None = None
     error: JobError | None = None
     cancel_requested: bool = False
+    cancel_requested_at: float | None = None
     attempts: int = 0
-    """Deliveries to a worker so far (more than one after a worker was lost)."""
+    """Claims by a runner so far (more than one after a worker was lost); each claim fences
+    the writes of the ones before it."""
     created_at: float = Field(default_factory=time.time)
+    queued_at: float | None = None
+    """When a message to run the job was last sent, if after ``created_at`` (a requeue)."""
     started_at: float | None = None
     finished_at: float | None = None
+
+    @property
+    def samples_weight(self) -> int:
+        """What the job weighs in the backlog: the noisy samples it plans."""
+        return self.progress.samples_planned
+
+    @property
+    def last_queued_at(self) -> float:
+        return self.queued_at if self.queued_at is not None else self.created_at
 
 
 class BatchItem(BaseModel):

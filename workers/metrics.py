@@ -64,3 +64,9 @@ JOBS_RUNNING = Gauge(
     "Jobs running now.",
     multiprocess_mode="livesum",
 )
+JOBS_REAPED = Counter(
+    "hycas_jobs_reaped",
+    "Jobs the reaper acted on: requeued (runner lost), resent (message lost), failed "
+    "(worker_lost after the last attempt), cancelled (cancel not honoured by a runner).",
+    ["action"],
+)

@@ -74,6 +74,8 @@ def settings_environment(settings: Settings, metrics_dir: Path | None = None) ->
         "task_time_limit_seconds",
         "task_max_attempts",
         "broker_restore_interval_seconds",
+        "heartbeat_timeout_seconds",
+        "reaper_interval_seconds",
     ):
         env[f"HYCAS_{name.upper()}"] = str(getattr(settings, name))
     if settings.broker_visibility_timeout_seconds is not None:

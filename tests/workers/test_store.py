@@ -115,7 +115,9 @@ def test_memory_records_expire_with_the_same_lifetimes():
     store.update_job(job.id, lambda j: j.model_copy(update={"status": JobStatus.FAILED}))
     clock.now = 61 + 29
     assert store.get_job(job.id) is not None
+    assert store.result_writes(job.id) == 1
     clock.now = 61 + 31
     assert store.get_job(job.id) is None
+    assert store.result_writes(job.id) == 0  # the count of result writes expires with it
     store.save_image("later", image())
     assert len(store._entries) == 1  # the sweep dropped everything that expired

@@ -28,6 +28,7 @@ def small_model_runner() -> JobRunner:
         ModelCache(SmallModelSource(), "cpu"),
         time_limit_seconds=settings.task_time_limit_seconds,
         max_attempts=settings.task_max_attempts,
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         time_limit_errors=(SoftTimeLimitExceeded,),
     )
 
