@@ -12,6 +12,7 @@ from workers.certification import (
     CertificationParameters,
     CertificationReport,
     InputDescription,
+    Seed,
 )
 from workers.jobs import BatchRecord, JobError, JobRecord, JobStatus
 from workers.model_cache import LoadedModel, VersionStatus
@@ -37,7 +38,9 @@ class CertifyOptions(BaseModel):
     target_radius: float | None = Field(
         default=None, ge=0, allow_inf_nan=False, description="L2 radius for the radius_test method"
     )
-    seed: int | None = Field(default=None, ge=0, lt=2**63, description="default: a fresh one")
+    seed: Seed | None = Field(
+        default=None, description="a number or a string of digits (below 2**63); default: fresh"
+    )
 
     @field_validator(
         "sigma",
@@ -47,7 +50,6 @@ class CertifyOptions(BaseModel):
         "batch_size",
         "ensemble",
         "target_radius",
-        "seed",
         mode="before",
     )
     @classmethod

@@ -13,12 +13,21 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_serializer,
+)
 
 import certify
+from certify.seeds import SEED_BITS
 from workers.model_cache import LoadedModel
 from workers.version import package_version
 
@@ -33,6 +42,49 @@ class CertificationMethod(enum.StrEnum):
 
 
 DEFAULT_METHODS = (CertificationMethod.SMOOTHING, CertificationMethod.MARGIN)
+
+
+def _seed_from_text(value: object) -> object:
+    """A seed sent as a string of digits is that integer; a boolean is no seed."""
+    if isinstance(value, bool):
+        raise ValueError("a seed is an integer or a string of digits, not a boolean")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValueError(f"a seed is a non-negative integer, got {value!r}")
+        return int(value)
+    return value
+
+
+Seed = Annotated[
+    int,
+    Field(ge=0, lt=2**SEED_BITS),
+    BeforeValidator(_seed_from_text),
+    # JavaScript reads JSON numbers as doubles (818635474839927637 becomes …700): a string.
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 2**SEED_BITS - 1},
+                {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            ],
+            "description": f"an integer below 2**{SEED_BITS}, as a number or a string of digits",
+        },
+        mode="validation",
+    ),
+]
+"""A 63-bit seed: read from a number or a string of digits, written to JSON as a string."""
+
+
+def _seeds_as_text(value: Any, key: str = "") -> Any:
+    """``value`` with every seed (a key ``seed``/``*_seed``, or a list under ``*seeds``) as text."""
+    if isinstance(value, dict):
+        return {k: _seeds_as_text(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_seeds_as_text(v, key) for v in value]
+    is_seed = key == "seed" or key.endswith(("_seed", "seeds"))
+    if is_seed and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 class CertificationParameters(BaseModel):
@@ -50,7 +102,7 @@ class CertificationParameters(BaseModel):
     ensemble: int
     """Frozen draws K of the margin certificate's ``F_K``."""
     target_radius: float | None
-    seed: int
+    seed: Seed
     """Seed of every certificate of the job (each method replays from it)."""
 
     def samples_planned(self, method: CertificationMethod) -> int:
@@ -93,8 +145,13 @@ class Certificate(BaseModel):
     """Which classifier the radius is about: ``smoothed`` g, or the ``frozen_ensemble`` F_K."""
     guarantee: str
     details: dict[str, Any]
-    """Every field of the library's result (``to_dict()``): counts, bounds, seeds, parameters."""
+    """Every field of the library's result (``to_dict()``): counts, bounds, seeds, parameters;
+    in JSON every seed is a string, as ``Seed`` writes it."""
     seconds: float
+
+    @field_serializer("details", when_used="json")
+    def _details_with_seeds_as_text(self, details: dict[str, Any]) -> dict[str, Any]:
+        return _seeds_as_text(details)
 
 
 class Prediction(BaseModel):
@@ -131,7 +188,7 @@ class Provenance(BaseModel):
     input_sha256: str
     tensor_sha256: str
     parameters: CertificationParameters
-    seed: int
+    seed: Seed
     package_version: str
     torch_version: str
     device: str

@@ -54,7 +54,7 @@ def test_multipart_certify_polls_to_the_radius_the_library_computes(client):
 
     provenance = result["provenance"]
     assert provenance["model"]["id"] == SMALL_MODEL_ID and provenance["model"]["sha256"]
-    assert provenance["seed"] == 7 and provenance["parameters"]["n"] == 300
+    assert provenance["seed"] == "7" and provenance["parameters"]["n"] == 300
     assert provenance["input_sha256"] == job["input"]["sha256"]
     assert provenance["package_version"] and provenance["torch_version"] == torch.__version__
     assert provenance["timings"]["certification_seconds"] > 0
@@ -73,7 +73,7 @@ def test_wait_answers_200_with_the_result(client):
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "succeeded"
-    assert response.json()["result"]["provenance"]["seed"] == 3
+    assert response.json()["result"]["provenance"]["seed"] == "3"
 
 
 def test_base64_with_line_breaks_or_a_data_url_prefix_is_the_same_image(client):

@@ -106,4 +106,4 @@ def test_hycas_certify_prints_the_result_as_json(tmp_path, capsys):
     assert main(["certify", str(path), "--model", MODEL_ID, "--json", "--seed", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["certificates"]) == {"smoothing", "margin"}
-    assert result["provenance"]["seed"] == 5
+    assert result["provenance"]["seed"] == "5"
