@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.api.routes import batches, health, jobs, metrics, models
 from service.core.config import Settings
@@ -17,6 +18,9 @@ from service.metrics import RequestMetricsMiddleware
 from service.runtime import create_runtime
 from workers.model_cache import ModelSource
 from workers.version import package_version
+
+DOCS_ASSETS_URL = "/docs-assets"
+"""Where the gateway serves the Swagger UI and ReDoc scripts, styles and icon."""
 
 
 def create_app(
@@ -32,7 +36,10 @@ def create_app(
         yield
         runtime.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets fastapi-offline ships: /docs works with no internet.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
+        swagger_ui_parameters={"validatorUrl": None},
         title="HyCAS Certify",
         version=package_version(),
         description="Certified L2 robustness of image classifiers: randomized smoothing and "
