@@ -264,7 +264,7 @@ class JobRunner:
         except certify.CertificationCancelled:
             if tracker.superseded:
                 logger.info("event=job_run_superseded job_id=%s attempt=%d", job.id, job.attempts)
-                return JobStatus.RUNNING
+                return self._stored_status(job)
             if tracker.timed_out:
                 return self._fail_time_limit(job)
             return self._end(job, JobStatus.CANCELLED)
@@ -278,6 +278,14 @@ class JobRunner:
                 job, "internal_error", "the certification failed unexpectedly; see worker logs"
             )
         return self._end(job, JobStatus.SUCCEEDED, result=report)
+
+    def _stored_status(self, job: JobRecord) -> JobStatus:
+        """The job's status as stored now (as this run last knew it if the store is down)."""
+        try:
+            stored = self.store.get_job(job.id)
+        except redis.RedisError:
+            return job.status
+        return job.status if stored is None else stored.status
 
     def _fail_time_limit(self, job: JobRecord) -> JobStatus:
         return self._fail(

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from service.core.config import Settings
+from tests.workers.redis_server import RedisServer
 from workers.app import create_celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,3 +171,12 @@ def start_worker(tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (append-only file on), which it may kill and restart."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

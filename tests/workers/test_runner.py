@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -12,6 +13,7 @@ from tests.workers.records import image, job_record, parameters
 from tests.workers.small_models import SMALL_MODEL_SIGMA, SmallModelSource, build_small_model
 from workers import metrics
 from workers.certification import CertificationMethod
+from workers.heartbeat import Holder
 from workers.jobs import JobStatus
 from workers.model_cache import ModelCache
 from workers.runner import JobRunner
@@ -170,3 +172,72 @@ def test_closing_the_embedded_pool_drops_queued_jobs_quietly(caplog):
     assert runner.store.get_job(jobs[0].id).status is JobStatus.CANCELLED
     assert [runner.store.get_job(job.id).status for job in jobs[1:]] == [JobStatus.QUEUED] * 2
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_a_duplicate_delivery_of_a_job_another_live_runner_holds_is_dropped():
+    runner = make_runner()
+    job = submit(runner, status=JobStatus.RUNNING, attempts=1, started_at=time.time())
+    elsewhere = Holder.new("other-worker@elsewhere").token()
+    runner.store.claim_job(job.id, lambda j, _: j, elsewhere, 30)
+    assert runner.run(job.id) is JobStatus.RUNNING
+    stored = runner.store.get_job(job.id)
+    assert stored.attempts == 1 and stored.result is None
+    assert runner.store.heartbeat_holders([job.id]) == [elsewhere]
+
+
+def test_a_job_whose_holder_process_on_this_worker_is_gone_is_claimed_at_once():
+    """A prefork child killed mid-job: its heartbeat still lives, but the process does not."""
+    runner = make_runner(worker_name="this-worker@host")
+    job = submit(runner, status=JobStatus.RUNNING, attempts=1, started_at=time.time())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    dead_child = Holder(worker="this-worker@host", pid=child.pid, run="r1").token()
+    runner.store.claim_job(job.id, lambda j, _: j, dead_child, 30)
+    assert runner.run(job.id) is JobStatus.SUCCEEDED
+    assert runner.store.get_job(job.id).attempts == 2
+    assert runner.store.result_writes(job.id) == 1
+
+
+def test_a_superseded_run_stops_and_never_writes_its_end():
+    """The reaper requeued the job and another runner claimed it: the first run's progress
+    and end are refused, only the second one's result is written, once."""
+    first = make_runner(progress_interval_seconds=0.0)
+    job = submit(first, parameters=parameters(n=3_000, batch_size=50, seed=3))
+    store = first.store
+    second = JobRunner(
+        store, ModelCache(SmallModelSource(), "cpu"), time_limit_seconds=60, max_attempts=3
+    )
+    outcome: list[JobStatus | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(first.run(job.id)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while store.get_job(job.id).progress.samples_done == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def requeue(current):
+        return current.model_copy(update={"status": JobStatus.QUEUED})
+
+    store.update_job(job.id, requeue, drop_heartbeat=True)
+    assert second.run(job.id) is JobStatus.SUCCEEDED
+    thread.join(timeout=30)
+    assert outcome in ([JobStatus.RUNNING], [JobStatus.SUCCEEDED])  # stopped, wrote nothing
+    final = store.get_job(job.id)
+    assert final.attempts == 2 and final.status is JobStatus.SUCCEEDED
+    assert store.result_writes(job.id) == 1
+
+
+def test_a_heartbeat_lives_while_the_job_runs_and_goes_with_its_end():
+    runner = make_runner(heartbeat_timeout_seconds=0.3, progress_interval_seconds=0.0)
+    job = submit(runner, parameters=parameters(n=6_000, batch_size=50, seed=3))
+    seen: list[str | None] = []
+    thread = threading.Thread(target=runner.run, args=(job.id,))
+    thread.start()
+    while not runner.store.get_job(job.id).status.is_terminal:
+        if runner.store.get_job(job.id).status is JobStatus.RUNNING:
+            seen.append(runner.store.heartbeat_holders([job.id])[0])
+        time.sleep(0.05)
+    thread.join()
+    assert len(seen) > 6, "the job ran too briefly to show its heartbeat outliving the TTL"
+    assert all(holder is not None for holder in seen)
+    assert runner.store.heartbeat_holders([job.id]) == [None]
