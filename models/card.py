@@ -92,7 +92,7 @@ class TrainingRecord:
         return cls(**_check_keys(cls, data, "card.training"))
 
 
-_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
+MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
 """A DICOM Modality (0008,0060) code: a Code String of at most 16 characters, e.g. ``CT``."""
 COLOURS = {"grey": 1, "rgb": 3}
 """The colours an intended input may declare, with the channel count each needs."""
@@ -146,7 +146,7 @@ class IntendedInput:
             raise ValueError(f"{where}: colour 'rgb' needs 3 channels, the card declares 1")
         modalities = data.get("modalities", ())
         if not isinstance(modalities, list | tuple) or not all(
-            isinstance(m, str) and _MODALITY_CODE.fullmatch(m) for m in modalities
+            isinstance(m, str) and MODALITY_CODE.fullmatch(m) for m in modalities
         ):
             raise ValueError(
                 f"{where}.modalities must be a list of DICOM Modality codes (upper-case, at most "

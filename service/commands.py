@@ -82,6 +82,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def _print_report(report: object) -> None:
     from workers.certification import CertificationReport
+    from workers.guarantees import rounded_down
 
     assert isinstance(report, CertificationReport)
     model = report.provenance.model
@@ -89,15 +90,15 @@ def _print_report(report: object) -> None:
     print(f"input      {report.input.format} {report.input.original_shape} → {report.input.shape}")
     for step in report.input.transforms:
         print(f"             {step}")
+    for warning in report.warnings:
+        print(f"WARNING    {warning}")
     prediction = report.prediction
-    if prediction.label is None:
-        print("prediction none: every certificate abstained")
-    else:
-        print(f"prediction {prediction.label} ({prediction.class_name}) by {prediction.method}")
+    answer = "none" if prediction.label is None else f"{prediction.label} ({prediction.class_name})"
+    print(f"prediction {answer}: {prediction.note}")
     for method, certificate in report.certificates.items():
         label = "abstain" if certificate.label is None else f"label {certificate.label}"
         print(
-            f"{method.value:<10} {label:<10} radius {certificate.radius:.4f} "
+            f"{method.value:<10} {label:<10} radius {rounded_down(certificate.radius)} "
             f"({certificate.classifier}; {certificate.seconds:.2f} s)"
         )
         print(f"             {certificate.guarantee}")
@@ -110,7 +111,7 @@ def run_certify(args: argparse.Namespace) -> int:
     from service.core.config import Settings
     from service.errors import ServiceError
     from service.schemas import CertifyOptions
-    from service.submission import decode_upload, resolve_parameters
+    from service.submission import decode_upload, resolve_parameters, strict_inputs
     from service.uploads import ImageUpload
     from workers.certification import certify_image
     from workers.model_cache import ModelCache, RepositorySource, UnknownModelError
@@ -134,10 +135,12 @@ def run_certify(args: argparse.Namespace) -> int:
             ensemble=args.ensemble,
             target_radius=args.target_radius,
             seed=args.seed,
+            strict=args.strict,
         )
         parameters = resolve_parameters(options, loaded, settings)
         upload = ImageUpload(data=data, array=None, filename=Path(args.image).name)
-        decoded = decode_upload(upload, loaded, settings.max_image_pixels)
+        strict = strict_inputs(options, settings)
+        decoded = decode_upload(upload, loaded, settings.max_image_pixels, strict=strict)
     except (ServiceError, UnknownModelError, ValidationError) as error:
         print(f"hycas: error: {error}", file=sys.stderr)
         return 2
@@ -198,5 +201,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     certify.add_argument("--ensemble", type=int, default=None)
     certify.add_argument("--target-radius", type=float, default=None)
     certify.add_argument("--seed", type=int, default=None)
+    certify.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="refuse an image that does not fit the model card's intended input, instead of "
+        "warning (default HYCAS_STRICT_INPUTS)",
+    )
     certify.add_argument("--json", action="store_true", help="print the full result as JSON")
     certify.set_defaults(handler=run_certify)

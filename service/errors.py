@@ -130,6 +130,13 @@ class ParameterOutOfBounds(ServiceError):
     code = "parameter_out_of_bounds"
 
 
+class InputMismatch(ServiceError):
+    """Strict input checking refused an input that does not fit the model's card."""
+
+    status_code = 422
+    code = "input_mismatch"
+
+
 class ServiceUnavailable(ServiceError):
     status_code = 503
     code = "unavailable"

@@ -37,6 +37,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from models.card import MODALITY_CODE
 from service.errors import (
     ImageTooLarge,
     InvalidImage,
@@ -459,8 +460,9 @@ def _dicom_to_unit_range(
     return values, steps
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """A DICOM file's first frame in ``[0, 1]``; a malformed header or pixel data is a 4xx.
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str], str | None, int]:
+    """A DICOM file's first frame in ``[0, 1]``, its Modality code and its frame count; a
+    malformed header or pixel data is a 4xx.
 
     pydicom's warnings are silenced throughout: they quote element values, which may be
     patient data, and pydicom converts values lazily, whenever an element is first read.
@@ -469,7 +471,18 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
         return _decode_dicom_quietly(data, max_pixels)
 
 
-def _decode_dicom_quietly(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+def _modality(ds: pydicom.Dataset) -> str | None:
+    """The Modality (0008,0060) when it is a valid code; other text is not kept (nor quoted)."""
+    try:
+        code = str(ds.get("Modality", "")).strip().upper()
+    except Exception:
+        return None
+    return code if MODALITY_CODE.fullmatch(code) else None
+
+
+def _decode_dicom_quietly(
+    data: bytes, max_pixels: int
+) -> tuple[np.ndarray, list[str], str | None, int]:
     ds = _read_dicom(data, max_pixels)
     try:
         frame, steps = _dicom_frame(ds, max_pixels)
@@ -483,7 +496,8 @@ def _decode_dicom_quietly(data: bytes, max_pixels: int) -> tuple[np.ndarray, lis
             "PhotometricInterpretation, PixelData, ...) is missing or malformed"
         ) from None
     try:
-        return _dicom_to_unit_range(ds, frame, steps)
+        values, steps = _dicom_to_unit_range(ds, frame, steps)
+        return values, steps, _modality(ds), _header_int(ds, "NumberOfFrames", 1) or 1
     except ServiceError:
         raise
     except Exception:
@@ -529,14 +543,48 @@ def _to_model_input(
     return np.clip(values, 0.0, 1.0).astype(np.float32), steps
 
 
+#: Mean difference between colour channels above which an image carries colour (JPEG's
+#: chroma noise on a grey picture stays below it).
+COLOUR_TOLERANCE = 2 / 255
+_COLOUR_SAMPLE_PIXELS = 1 << 16
+
+
+def _received_facts(
+    values: np.ndarray, *, modality: str | None = None, frames: int = 1
+) -> dict[str, Any]:
+    """What the received image was before it became the model's input: the facts that
+    :mod:`service.input_fit` holds against the model card. The colour test reads a strided
+    sample of at most about 65,536 pixels."""
+    height, width = _spatial_shape(values.shape)
+    planes = values[np.newaxis] if values.ndim == 2 else values
+    if _channels_last(values.shape):
+        planes = np.moveaxis(values, -1, 0)
+    colour = "grey"
+    if planes.shape[0] >= 3:
+        step = max(1, int(np.sqrt(height * width / _COLOUR_SAMPLE_PIXELS)))
+        red, green, blue = planes[:3, ::step, ::step]
+        spread = float(np.mean(np.abs(red - green) + np.abs(green - blue))) / 2
+        colour = "rgb" if spread > COLOUR_TOLERANCE else "grey"
+    return {
+        "modality": modality,
+        "frames": frames,
+        "original_size": (height, width),
+        "original_channels": int(planes.shape[0]),
+        "colour": colour,
+        "value_range": (float(values.min()), float(values.max())),
+    }
+
+
 def _describe(
     tensor: np.ndarray,
     format_name: str,
     original_shape: tuple[int, ...],
     received_sha256: str,
     steps: list[str],
+    received: dict[str, Any],
 ) -> DecodedImage:
     tensor = np.ascontiguousarray(tensor)
+    height, width = received["original_size"]
     return DecodedImage(
         tensor=tensor,
         description=InputDescription(
@@ -546,6 +594,8 @@ def _describe(
             transforms=tuple(steps),
             sha256=received_sha256,
             tensor_sha256=hashlib.sha256(tensor.tobytes()).hexdigest(),
+            resize_factor=(height / tensor.shape[1], width / tensor.shape[2]),
+            **received,
         ),
     )
 
@@ -555,21 +605,23 @@ def decode_image(
 ) -> DecodedImage:
     """Decode an uploaded file to the model's input; refusals are 4xx :class:`ServiceError`."""
     format_name = sniff_format(data)
+    modality, frames = None, 1
     if format_name in ("png", "jpeg"):
         values, steps = _decode_raster(data, format_name, max_pixels)
     elif format_name == "npy":
         values, steps = _decode_npy(data, max_pixels)
     else:
-        values, steps = _decode_dicom(data, max_pixels)
+        values, steps, modality, frames = _decode_dicom(data, max_pixels)
     if not np.isfinite(values).all():
         raise InvalidImage(
             "the image has NaN or infinite values after decoding (check the DICOM rescale "
             "and window values)"
         )
     original_shape = tuple(int(d) for d in values.shape)
+    facts = _received_facts(values, modality=modality, frames=frames)
     tensor, steps = _to_model_input(values, input_shape, steps)
     received = hashlib.sha256(data).hexdigest()
-    return _describe(tensor, format_name, original_shape, received, steps)
+    return _describe(tensor, format_name, original_shape, received, steps, facts)
 
 
 def decode_array(
@@ -579,5 +631,6 @@ def decode_array(
     values, steps = array_from_json(nested, max_pixels)
     original_shape = tuple(int(d) for d in values.shape)
     received = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+    facts = _received_facts(values)
     tensor, steps = _to_model_input(values, input_shape, steps)
-    return _describe(tensor, "array", original_shape, received, steps)
+    return _describe(tensor, "array", original_shape, received, steps, facts)

@@ -42,6 +42,12 @@ class CertifyOptions(BaseModel):
         default=None, description="a number or a string of digits (below 2**63); default: fresh"
     )
 
+    strict: bool | None = Field(
+        default=None,
+        description="refuse (422 input_mismatch) an input that does not fit the model card's "
+        "intended input, instead of answering with warnings; default: HYCAS_STRICT_INPUTS",
+    )
+
     @field_validator(
         "sigma",
         "alpha",
@@ -133,6 +139,9 @@ class JobResource(BaseModel):
     progress: ProgressResource
     parameters: CertificationParameters
     input: InputDescription
+    warnings: tuple[str, ...]
+    """How the input departs from what the model was made for, each a sentence (also in
+    ``input.warnings`` and ``result.warnings``): known as soon as the job is created."""
     result: CertificationReport | None
     error: JobError | None
     cancel_requested: bool
@@ -157,6 +166,7 @@ class JobResource(BaseModel):
             ),
             parameters=job.parameters,
             input=job.input,
+            warnings=job.input.warnings,
             result=job.result,
             error=job.error,
             cancel_requested=job.cancel_requested,

@@ -31,6 +31,7 @@ from service.errors import (
     UnsupportedSigma,
 )
 from service.imaging import DecodedImage, decode_array, decode_image
+from service.input_fit import check_input_fit
 from service.schemas import CertifyOptions
 from service.uploads import ImageUpload
 from workers import metrics
@@ -110,11 +111,22 @@ def resolve_parameters(
     )
 
 
-def decode_upload(upload: ImageUpload, loaded: LoadedModel, max_pixels: int) -> DecodedImage:
-    """The uploaded file or JSON array as the model's input."""
+def strict_inputs(options: CertifyOptions, settings: Settings) -> bool:
+    """Whether an input that does not fit the model's card is refused: the request's
+    ``strict``, else ``HYCAS_STRICT_INPUTS``."""
+    return settings.strict_inputs if options.strict is None else options.strict
+
+
+def decode_upload(
+    upload: ImageUpload, loaded: LoadedModel, max_pixels: int, *, strict: bool = False
+) -> DecodedImage:
+    """The uploaded file or JSON array as the model's input, with the warnings of how it fits
+    the model's card (:mod:`service.input_fit`); with ``strict``, a misfit is a 422."""
     if upload.data is not None:
-        return decode_image(upload.data, loaded.input_shape, max_pixels=max_pixels)
-    return decode_array(upload.array, loaded.input_shape, max_pixels=max_pixels)
+        decoded = decode_image(upload.data, loaded.input_shape, max_pixels=max_pixels)
+    else:
+        decoded = decode_array(upload.array, loaded.input_shape, max_pixels=max_pixels)
+    return check_input_fit(decoded, loaded, strict=strict)
 
 
 class JobService:
@@ -242,7 +254,8 @@ class JobService:
     ) -> JobRecord:
         loaded = self.model(model_id, options.version)
         parameters = resolve_parameters(options, loaded, self.settings)
-        decoded = decode_upload(upload, loaded, self.settings.max_image_pixels)
+        strict = strict_inputs(options, self.settings)
+        decoded = decode_upload(upload, loaded, self.settings.max_image_pixels, strict=strict)
         job = self._new_job(decoded, loaded, parameters, owner, batch_id=None)
         self._admit([job])
         self._dispatch([job])
@@ -259,9 +272,12 @@ class JobService:
         loaded = self.model(model_id, options.version)
         parameters = resolve_parameters(options, loaded, self.settings)
         decoded = []
+        strict = strict_inputs(options, self.settings)
         for index, upload in enumerate(uploads):
             try:
-                decoded.append(decode_upload(upload, loaded, self.settings.max_image_pixels))
+                decoded.append(
+                    decode_upload(upload, loaded, self.settings.max_image_pixels, strict=strict)
+                )
             except ServiceError as error:
                 error.message = f"image {index}: {error.message}"
                 raise

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import (
@@ -28,6 +28,13 @@ from pydantic import (
 
 import certify
 from certify.seeds import SEED_BITS
+from workers.guarantees import (
+    abstention_reason,
+    margin_guarantee,
+    prediction_note,
+    radius_test_guarantee,
+    smoothing_guarantee,
+)
 from workers.model_cache import LoadedModel
 from workers.version import package_version
 
@@ -130,6 +137,24 @@ class InputDescription(BaseModel):
     """SHA-256 of the bytes received (the file, or the canonical JSON of an array)."""
     tensor_sha256: str
     """SHA-256 of the certified float32 tensor (C order): the exact input of the certificates."""
+    modality: str | None = None
+    """The DICOM Modality (0008,0060) code, e.g. ``CT``; ``None`` for other formats, or a DICOM
+    without a readable one."""
+    frames: int = 1
+    """Frames in the received file; only the first of a multi-frame DICOM is certified."""
+    original_size: tuple[int, int] | None = None
+    """``(H, W)`` of the received image, before any resizing."""
+    original_channels: int | None = None
+    """Channels of the received image: 1 grey, 3 colour, 4 with alpha."""
+    colour: Literal["grey", "rgb"] | None = None
+    """``rgb`` when the received pixels carry colour, else ``grey`` (three equal channels too)."""
+    resize_factor: tuple[float, float] | None = None
+    """Received size ÷ model input size along height and width: above 1 shrunk, below enlarged."""
+    value_range: tuple[float, float] | None = None
+    """The smallest and largest decoded value in ``[0, 1]``, before resizing."""
+    warnings: tuple[str, ...] = ()
+    """How this input departs from what the model was made for (its card's intended input),
+    each a sentence; empty when nothing was found."""
 
 
 class Certificate(BaseModel):
@@ -155,11 +180,21 @@ class Certificate(BaseModel):
 
 
 class Prediction(BaseModel):
-    """The predicted class: from the first certificate, in method order, that has a label."""
+    """The answer of the primary certificate (the first method requested), and only of it.
+
+    When that certificate abstains, ``label`` is ``None`` and ``note`` says so: another
+    certificate's label is never put in its place (it stays under ``certificates``, about its
+    own classifier)."""
 
     label: int | None
     class_name: str | None
-    method: CertificationMethod | None
+    method: CertificationMethod
+    """The primary certificate: the first method requested."""
+    classifier: str
+    """The classifier answering: ``smoothed`` g or the ``frozen_ensemble`` F_K."""
+    note: str
+    """One or two sentences: whose answer this is, or why there is none, and any certificate
+    that disagrees."""
 
 
 class InputSpace(BaseModel):
@@ -198,6 +233,9 @@ class Provenance(BaseModel):
 
 class CertificationReport(BaseModel):
     prediction: Prediction
+    warnings: tuple[str, ...] = ()
+    """How the input departs from what the model was made for (``input.warnings``): each
+    sentence says why the answer may say nothing about the image sent."""
     certificates: dict[CertificationMethod, Certificate]
     input_space: InputSpace
     input: InputDescription
@@ -238,12 +276,7 @@ def _smoothing(
         progress=progress,
         should_cancel=should_cancel,
     )
-    guarantee = (
-        f"with probability at least {1 - parameters.alpha:g}, the smoothed classifier "
-        f"(Gaussian noise σ={parameters.sigma:g}, the model's randomness averaged) returns this "
-        "label within the radius"
-    )
-    return _Outcome(result.label, result.radius, "smoothed", guarantee, result)
+    return _Outcome(result.label, result.radius, "smoothed", smoothing_guarantee(result), result)
 
 
 def _margin(
@@ -257,10 +290,7 @@ def _margin(
         loaded.model, image, ensemble=parameters.ensemble, seed=parameters.seed
     )
     progress(result.ensemble, result.ensemble)
-    guarantee = (
-        f"exactly, the mean logits of {result.ensemble} frozen draw(s) of the model "
-        f"(L ≤ {result.lipschitz:.6g}) keep this label within the radius"
-    )
+    guarantee = margin_guarantee(result)
     return _Outcome(result.label, result.radius, "frozen_ensemble", guarantee, result)
 
 
@@ -286,11 +316,7 @@ def _radius_test(
         should_cancel=should_cancel,
     )
     certified = result.decision is certify.RadiusDecision.CERTIFIED
-    guarantee = (
-        f"with probability at least {1 - parameters.alpha:g} whatever the stopping time, "
-        f"'certified' means the smoothed classifier (σ={parameters.sigma:g}) keeps this label "
-        f"within {parameters.target_radius:g}; decision: {result.decision.value}"
-    )
+    guarantee = radius_test_guarantee(result)
     label = result.label if certified else None
     return _Outcome(label, result.radius if certified else 0.0, "smoothed", guarantee, result)
 
@@ -314,12 +340,16 @@ def certify_image(
 ) -> CertificationReport:
     """Run each requested certificate on ``image`` (``[C, H, W]`` in ``[0, 1]``) and report.
 
+    The prediction is the first requested certificate's answer, or none when it abstains
+    (see :class:`Prediction`); ``description.warnings`` are the report's warnings.
+
     ``progress`` sees the samples of all certificates together; ``should_cancel`` is checked
     between batches and stops the run with ``certify.CertificationCancelled``. Library
     refusals (``ValueError``) propagate.
     """
     planned_total = parameters.total_samples_planned
     certificates: dict[CertificationMethod, Certificate] = {}
+    reasons: dict[CertificationMethod, str | None] = {}
     samples_before = 0
     started = time.perf_counter()
     for method in parameters.methods:
@@ -341,17 +371,21 @@ def certify_image(
             details=outcome.result.to_dict(),
             seconds=time.perf_counter() - method_started,
         )
+        reasons[method] = abstention_reason(outcome.result)
         samples_before += parameters.samples_planned(method)
         if progress is not None:
             progress(samples_before, planned_total)
 
-    predicting = next((c for c in certificates.values() if c.label is not None), None)
+    primary, *others = certificates.values()
     return CertificationReport(
         prediction=Prediction(
-            label=predicting.label if predicting else None,
-            class_name=predicting.class_name if predicting else None,
-            method=predicting.method if predicting else None,
+            label=primary.label,
+            class_name=primary.class_name,
+            method=primary.method,
+            classifier=primary.classifier,
+            note=prediction_note(primary, reasons[primary.method], others),
         ),
+        warnings=description.warnings,
         certificates=certificates,
         input_space=InputSpace(shape=description.shape),
         input=description,

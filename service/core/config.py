@@ -44,6 +44,9 @@ class Settings(ExecutionSettings):
     default_batch_size: int = Field(default=1_000, ge=1)
     default_alpha: float = Field(default=0.001, gt=0, lt=0.5)
     default_ensemble: int = Field(default=1, ge=1)
+    strict_inputs: bool = False
+    """Refuse (422 ``input_mismatch``) an input that does not fit the model card's intended
+    input, instead of answering with warnings; a request's ``strict`` overrides it."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
