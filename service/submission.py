@@ -313,6 +313,19 @@ class JobService:
             job = await asyncio.to_thread(self.job, job_id, owner)
         return job
 
+    async def wait_for_batch(
+        self, batch_id: str, owner: str | None, seconds: float
+    ) -> tuple[BatchRecord, list[JobRecord | None]]:
+        """The batch once no item is queued or running, or as it is after ``seconds``."""
+        deadline = time.monotonic() + min(seconds, self.settings.max_wait_seconds)
+        batch, jobs = await asyncio.to_thread(self.batch, batch_id, owner)
+        while any(job is not None and not job.status.is_terminal for job in jobs):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            batch, jobs = await asyncio.to_thread(self.batch, batch_id, owner)
+        return batch, jobs
+
     def cancel(self, job_id: str, owner: str | None) -> JobRecord:
         """A queued job is cancelled now; a running one stops at its next batch."""
         self.job(job_id, owner)

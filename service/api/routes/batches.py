@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import CallerDep, JobServiceDep, SettingsDep
@@ -18,7 +20,10 @@ router = APIRouter(prefix="/v1", tags=["batches"])
     "/batches",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BatchResource,
-    responses=ERRORS,
+    responses={
+        200: {"model": BatchResource, "description": "every item finished within `wait`"},
+        **ERRORS,
+    },
     openapi_extra=request_body(BatchRequest, {"files": {"type": "array", "items": BINARY}}),
     summary="Certify many images with one model and shared parameters",
 )
@@ -28,14 +33,24 @@ async def create_batch(
     caller: CallerDep,
     jobs: JobServiceDep,
     settings: SettingsDep,
+    wait: Annotated[
+        float | None,
+        Query(ge=0, description="seconds to wait for every item (200 with all results if done)"),
+    ] = None,
 ) -> BatchResource:
     model, options, uploads = await parse_batch_request(
         request, settings.max_upload_bytes, settings.max_batch_images, settings.max_batch_bytes
     )
     batch = await run_in_threadpool(jobs.submit_batch, model, options, uploads, caller)
-    records = await run_in_threadpool(jobs.batch, batch.id, caller)
+    if wait:
+        records = await jobs.wait_for_batch(batch.id, caller, wait)
+    else:
+        records = await run_in_threadpool(jobs.batch, batch.id, caller)
+    resource = BatchResource.from_records(*records)
+    if wait and resource.status == "finished":
+        response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/batches/{batch.id}"
-    return BatchResource.from_records(*records)
+    return resource
 
 
 @router.get(
