@@ -6,6 +6,7 @@ The body is counted while it streams in and reading stops at the limit (a lying 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -23,6 +24,7 @@ from service.errors import (
     InvalidRequest,
     MalformedJSON,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceError,
     UnsupportedMediaType,
 )
@@ -45,18 +47,26 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request is larger than {limit:,} bytes; send a smaller image")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as more than ``limit`` bytes arrived."""
+async def read_body(request: Request, limit: int, timeout_seconds: float | None = None) -> bytes:
+    """The whole body, refused (413) as soon as more than ``limit`` bytes arrived, and (408)
+    when it has not arrived in full within ``timeout_seconds`` (a client that stalls)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_seconds:g} s ({received:,} bytes "
+            "received); send it again"
+        ) from None
     return b"".join(chunks)
 
 
@@ -186,13 +196,14 @@ def _form_options(
 
 
 async def parse_certify_request(
-    request: Request, max_upload_bytes: int
+    request: Request, max_upload_bytes: int, timeout_seconds: float | None = None
 ) -> tuple[str, CertifyOptions, ImageUpload]:
-    """``POST /v1/certify``: the model id, the options and the one image."""
+    """``POST /v1/certify``: the model id, the options and the one image; the body must
+    arrive within ``timeout_seconds``."""
     media_type = _media_type(request)
     body_limit = max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
-        body = await read_body(request, body_limit)
+        body = await read_body(request, body_limit, timeout_seconds)
         fields, files = await _parse_form(
             request,
             body,
@@ -208,7 +219,7 @@ async def parse_certify_request(
         (upload,) = await _uploads_from_files(files["file"], max_upload_bytes)
         return model, options, upload
     if media_type == "application/json":
-        body = await read_body(request, body_limit)
+        body = await read_body(request, body_limit, timeout_seconds)
         try:
             parsed = CertifyRequest.model_validate(_json(body))
         except ValidationError as error:
@@ -222,9 +233,14 @@ async def parse_certify_request(
 
 
 async def parse_batch_request(
-    request: Request, max_upload_bytes: int, max_images: int, max_batch_bytes: int
+    request: Request,
+    max_upload_bytes: int,
+    max_images: int,
+    max_batch_bytes: int,
+    timeout_seconds: float | None = None,
 ) -> tuple[str, CertifyOptions, list[ImageUpload]]:
-    """``POST /v1/batches``: the model id, the shared options and the images.
+    """``POST /v1/batches``: the model id, the shared options and the images; the body must
+    arrive within ``timeout_seconds``.
 
     The body is held to ``max_batch_bytes`` of images (4/3 of it for base64 in JSON) as well
     as to ``max_images`` images of ``max_upload_bytes`` each, whichever is smaller.
@@ -233,7 +249,7 @@ async def parse_batch_request(
     image_bytes = min(max_images * max_upload_bytes, max_batch_bytes)
     body_limit = image_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
-        body = await read_body(request, body_limit)
+        body = await read_body(request, body_limit, timeout_seconds)
         fields, files = await _parse_form(
             request,
             body,
@@ -248,7 +264,7 @@ async def parse_batch_request(
         uploads = await _uploads_from_files(images, max_upload_bytes)
         return model, options, _check_batch_bytes(uploads, max_batch_bytes)
     if media_type == "application/json":
-        body = await read_body(request, body_limit)
+        body = await read_body(request, body_limit, timeout_seconds)
         try:
             parsed = BatchRequest.model_validate(_json(body))
         except ValidationError as error:

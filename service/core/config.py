@@ -31,6 +31,15 @@ class Settings(ExecutionSettings):
     """Largest batch request (all its images together, counted while reading)."""
     max_wait_seconds: float = Field(default=60.0, ge=0)
     """Longest ``wait=`` a request may ask for before the answer falls back to 202."""
+    max_decode_bytes: int = Field(default=768 * 1024 * 1024, ge=1)
+    """Memory all image decodes in flight may hold together (pixels × channels × bytes per
+    sample at every stage); a decode waits for its share, one needing more is refused 413."""
+    upload_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A request body not received in full within this time is answered 408."""
+    max_connections: int = Field(default=1000, ge=1)
+    """``hycas serve``: concurrent connections; beyond it new requests are answered 503."""
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    """``hycas serve``: an idle keep-alive connection is closed after this time."""
 
     max_n: int = Field(default=200_000, ge=1)
     max_n0: int = Field(default=10_000, ge=1)

@@ -39,7 +39,11 @@ async def create_batch(
     ] = None,
 ) -> BatchResource:
     model, options, uploads = await parse_batch_request(
-        request, settings.max_upload_bytes, settings.max_batch_images, settings.max_batch_bytes
+        request,
+        settings.max_upload_bytes,
+        settings.max_batch_images,
+        settings.max_batch_bytes,
+        settings.upload_timeout_seconds,
     )
     batch = await run_in_threadpool(jobs.submit_batch, model, options, uploads, caller)
     if wait:

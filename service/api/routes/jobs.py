@@ -35,7 +35,9 @@ async def certify(
         float | None, Query(ge=0, description="seconds to wait for the result (200 if done)")
     ] = None,
 ) -> JobResource:
-    model, options, upload = await parse_certify_request(request, settings.max_upload_bytes)
+    model, options, upload = await parse_certify_request(
+        request, settings.max_upload_bytes, settings.upload_timeout_seconds
+    )
     job = await run_in_threadpool(jobs.submit, model, options, upload, caller)
     if wait:
         job = await jobs.wait_for(job.id, caller, wait)
