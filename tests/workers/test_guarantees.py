@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+import certify
 from tests.certify.classifiers import LinearBinaryClassifier
 from tests.workers.records import parameters
 from tests.workers.small_models import SmallModelSource
@@ -18,7 +19,7 @@ from workers.certification import (
     InputDescription,
     certify_image,
 )
-from workers.guarantees import rounded_down
+from workers.guarantees import margin_guarantee, rounded_down
 from workers.model_cache import LoadedModel
 
 SHAPE = (1, 4, 6)
@@ -198,3 +199,12 @@ def test_warnings_of_the_input_are_the_reports():
     warned = description().model_copy(update={"warnings": ("This is not a digit.",)})
     report = certify_image(loaded, image, parameters(n=100), warned)
     assert report.warnings == report.input.warnings == ("This is not a digit.",)
+
+
+def test_a_margin_of_zero_says_it_certifies_nothing_beyond_the_input():
+    loaded, image = linear_model()
+    tied = certify.margin_certify(loaded.model, image)
+    tied = dataclasses.replace(tied, radius=0.0, margin=0.0)
+    text = margin_guarantee(tied)
+    assert text.startswith("Certifies nothing beyond this exact input")
+    assert "certified L2 radius on the 1×4×6 model input" in text and "is 0" in text
