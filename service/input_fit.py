@@ -135,10 +135,10 @@ def _colour_warning(description: InputDescription, intended: IntendedInput | Non
 def _content_warnings(description: InputDescription) -> list[str]:
     found = []
     if description.frames > 1:
+        others = "frame" if description.frames == 2 else f"{description.frames - 1} frames"
         found.append(
             f"The input is a DICOM with {description.frames} frames, of which only the first "
-            f"was certified: the answer and radius say nothing about the other "
-            f"{description.frames - 1}."
+            f"was certified: the answer and radius say nothing about the other {others}."
         )
     if description.value_range is not None:
         low, high = description.value_range

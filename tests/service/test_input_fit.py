@@ -182,10 +182,12 @@ def test_checks_that_need_no_card_apply_to_every_model():
         "The input has the same value (0.25) at every pixel: it holds no image, and the answer "
         "means nothing.",
     )
-    volume = decoded(ct_slice()).model_copy(update={"frames": 3})
+    with open(pydicom.data.get_testdata_file("rtdose.dcm"), "rb") as file:
+        volume = decoded(file.read())
+    assert (volume.modality, volume.frames) == ("RTDOSE", 15)
     assert input_fit_warnings(volume, None) == (
-        "The input is a DICOM with 3 frames, of which only the first was certified: the answer "
-        "and radius say nothing about the other 2.",
+        "The input is a DICOM with 15 frames, of which only the first was certified: the answer "
+        "and radius say nothing about the other 14 frames.",
     )
     assert input_fit_warnings(decoded(png_bytes((8, 8), mode="RGB")), None)[0].startswith(
         "The input is a colour image, but this model was trained on grey images"
