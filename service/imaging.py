@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from models.card import MODALITY_CODE
+from service.decode_budget import DecodeBudget
 from service.errors import (
     ImageTooLarge,
     InvalidImage,
@@ -127,6 +129,45 @@ def _check_pixels(height: int, width: int, max_pixels: int) -> None:
         )
 
 
+Reserve = Callable[[int, str], None]
+"""Called by a decoder once it read its header and before it allocates pixels:
+``reserve(bytes it will hold at once, what the image is)``; it may wait or refuse (413)."""
+
+#: Bytes per pixel of Pillow's storage: one byte for 1, L and P, two for 16-bit grey, and
+#: four for everything else (multi-band images are stored as 32-bit pixels).
+_PIL_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+#: Samples converted to float64 at a time when an image is shrunk (one strip of rows).
+STRIP_SAMPLES = 1 << 20
+_UNIT_DIVISORS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _unit_divisor(values: np.ndarray) -> float:
+    """What integer samples are divided by to lie in ``[0, 1]`` (8 or 16 bits); floats: 1."""
+    return _UNIT_DIVISORS.get(values.dtype, 1.0)
+
+
+def _shrinks(size: tuple[int, int], input_shape: tuple[int, int, int]) -> bool:
+    return size[0] > input_shape[1] or size[1] > input_shape[2]
+
+
+def _strip_rows(channels: int, width: int) -> int:
+    return max(1, STRIP_SAMPLES // (channels * width))
+
+
+def _model_input_bytes(
+    channels: int, size: tuple[int, int], input_shape: tuple[int, int, int]
+) -> int:
+    """Peak bytes of :func:`_to_model_input` for ``channels`` planes of ``size`` (float64
+    work arrays: a strip of rows at a time when the image shrinks, else the whole image)."""
+    height, width = size
+    planes = max(channels, input_shape[0])
+    out_pixels = input_shape[1] * input_shape[2]
+    if _shrinks(size, input_shape):
+        strip = planes * min(height, _strip_rows(channels, width)) * width
+        return 8 * (3 * strip + 2 * planes * height * input_shape[2] + 2 * planes * out_pixels)
+    return 8 * 3 * planes * max(height * width, out_pixels)
+
+
 def _has_end_marker(data: bytes, format_name: str) -> bool:
     """Whether the file ends as a complete one does: PNG's IEND chunk, JPEG's EOI marker."""
     if format_name == "png":
@@ -134,14 +175,41 @@ def _has_end_marker(data: bytes, format_name: str) -> bool:
     return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
-def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """PNG or JPEG → ``[H, W]`` or ``[H, W, C]`` floats in ``[0, 1]`` and what was done."""
+def _raster_bytes(image: Image.Image, input_shape: tuple[int, int, int]) -> int:
+    """Peak bytes of decoding ``image`` (header read, pixels not): Pillow's pixels, its mode
+    conversion, the NumPy copy of 8- or 16-bit samples, then :func:`_model_input_bytes`."""
+    width, height = image.size
+    pixels = width * height
+    decoded = pixels * _PIL_PIXEL_BYTES.get(image.mode, 4)
+    converted = 0
+    channels = 3 if image.mode == "RGB" else 1
+    sample = 2 if image.mode.startswith("I;16") else 1
+    if image.mode not in ("L", "RGB") and sample == 1:  # converted to L or RGB
+        channels = 1 if image.mode in ("1", "LA") else 3
+        converted = pixels * (1 if channels == 1 else 4)
+    samples = pixels * channels * sample
+    working = _model_input_bytes(channels, (height, width), input_shape)
+    return decoded + converted + samples + working
+
+
+def _decode_raster(
+    data: bytes,
+    format_name: str,
+    max_pixels: int,
+    input_shape: tuple[int, int, int],
+    reserve: Reserve,
+) -> tuple[np.ndarray, list[str]]:
+    """PNG or JPEG → ``[H, W]`` or ``[H, W, C]`` 8- or 16-bit samples (scaled to ``[0, 1]``
+    by :func:`_to_model_input`) and what was done."""
     label = format_name.upper()
     try:
         with _warnings_as("error", Image.DecompressionBombWarning):
             image = Image.open(io.BytesIO(data), formats=[label])
             width, height = image.size
             _check_pixels(height, width, max_pixels)
+        # Waits for the budget outside the warning filters, which decodes take in turns.
+        reserve(_raster_bytes(image, input_shape), f"the {width}×{height} {image.mode} {label}")
+        with _warnings_as("error", Image.DecompressionBombWarning):
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"the {label} is a decompression bomb; refused") from None
@@ -154,7 +222,7 @@ def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.n
 
     steps = [f"decoded {label} {width}×{height} mode {image.mode}"]
     if image.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(image, dtype=np.float64) / 65535.0, [*steps, "scaled 16-bit by 1/65535"]
+        return np.asarray(image, dtype=np.uint16), [*steps, "scaled 16-bit by 1/65535"]
     if image.mode in ("I", "F"):
         raise InvalidImage(
             f"{label} mode {image.mode} (32-bit) is not supported; send 8- or 16-bit images"
@@ -164,12 +232,12 @@ def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> tuple[np.n
         target = "L" if image.mode in ("1", "LA", "I;16") else "RGB"
         image = image.convert(target)
         steps.append(f"converted to {target}" + (" (alpha dropped)" if has_alpha else ""))
-    return np.asarray(image, dtype=np.float64) / 255.0, [*steps, "scaled 8-bit by 1/255"]
+    return np.asarray(image, dtype=np.uint8), [*steps, "scaled 8-bit by 1/255"]
 
 
-def _check_npy_header(data: bytes, max_pixels: int) -> None:
+def _check_npy_header(data: bytes, max_pixels: int) -> tuple[tuple[int, ...], np.dtype]:
     """Refuse an ``.npy`` whose header declares an image too large or more data than was
-    sent, before NumPy allocates the array the header declares."""
+    sent, before NumPy allocates the array the header declares; its shape and dtype."""
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -195,10 +263,18 @@ def _check_npy_header(data: bytes, max_pixels: int) -> None:
             f"the .npy file is truncated: its header declares {declared:,} bytes of data, "
             f"{len(data) - stream.tell():,} were sent"
         )
+    return shape, dtype
 
 
-def _decode_npy(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    _check_npy_header(data, max_pixels)
+def _decode_npy(
+    data: bytes, max_pixels: int, input_shape: tuple[int, int, int], reserve: Reserve
+) -> tuple[np.ndarray, list[str]]:
+    shape, dtype = _check_npy_header(data, max_pixels)
+    samples = int(np.prod(shape))
+    as_float = 0 if dtype in _UNIT_DIVISORS else 8 * samples
+    channels = 1 if len(shape) == 2 else samples // math.prod(_spatial_shape(shape))
+    working = _model_input_bytes(channels, _spatial_shape(shape), input_shape)
+    reserve(samples * dtype.itemsize + as_float + working, f"the {'×'.join(map(str, shape))} .npy")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as error:
@@ -232,10 +308,10 @@ def _scale_array(array: np.ndarray, source: str, max_pixels: int) -> tuple[np.nd
         )
     height, width = _spatial_shape(array.shape)
     _check_pixels(height, width, max_pixels)
-    if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0, [*steps, "scaled uint8 by 1/255"]
+    if array.dtype == np.uint8:  # scaled by _to_model_input, a strip at a time
+        return array, [*steps, "scaled uint8 by 1/255"]
     if array.dtype == np.uint16:
-        return array.astype(np.float64) / 65535.0, [*steps, "scaled uint16 by 1/65535"]
+        return array, [*steps, "scaled uint16 by 1/65535"]
     if array.dtype == np.bool_:
         return array.astype(np.float64), steps
     if not np.issubdtype(array.dtype, np.floating):
@@ -460,7 +536,9 @@ def _dicom_to_unit_range(
     return values, steps
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str], str | None, int]:
+def _decode_dicom(
+    data: bytes, max_pixels: int, input_shape: tuple[int, int, int], reserve: Reserve
+) -> tuple[np.ndarray, list[str], str | None, int]:
     """A DICOM file's first frame in ``[0, 1]``, its Modality code and its frame count; a
     malformed header or pixel data is a 4xx.
 
@@ -468,7 +546,11 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str], 
     patient data, and pydicom converts values lazily, whenever an element is first read.
     """
     with _warnings_as("ignore"):
-        return _decode_dicom_quietly(data, max_pixels)
+        ds = _read_dicom(data, max_pixels)
+        needed = _dicom_bytes(ds, input_shape)
+    reserve(needed, "the DICOM frame")  # outside the filters, which decodes take in turns
+    with _warnings_as("ignore"):
+        return _decode_dicom_quietly(ds, max_pixels)
 
 
 def _modality(ds: pydicom.Dataset) -> str | None:
@@ -480,10 +562,22 @@ def _modality(ds: pydicom.Dataset) -> str | None:
     return code if MODALITY_CODE.fullmatch(code) else None
 
 
+def _dicom_bytes(ds: pydicom.Dataset, input_shape: tuple[int, int, int]) -> int:
+    """Peak bytes of decoding the first frame: its samples, four float64 copies of it (the
+    modality LUT, the cast, the window's temporaries), then :func:`_model_input_bytes`."""
+    try:
+        rows, columns = _header_int(ds, "Rows", 0), _header_int(ds, "Columns", 0)
+        channels = max(1, _header_int(ds, "SamplesPerPixel", 1))
+        sample = max(1, (_header_int(ds, "BitsAllocated", 16) + 7) // 8)
+    except Exception:
+        return 0  # an unreadable header: the decode refuses it before allocating pixels
+    samples = rows * columns * channels
+    return samples * (sample + 4 * 8) + _model_input_bytes(channels, (rows, columns), input_shape)
+
+
 def _decode_dicom_quietly(
-    data: bytes, max_pixels: int
+    ds: pydicom.Dataset, max_pixels: int
 ) -> tuple[np.ndarray, list[str], str | None, int]:
-    ds = _read_dicom(data, max_pixels)
     try:
         frame, steps = _dicom_frame(ds, max_pixels)
     except ServiceError:
@@ -506,10 +600,24 @@ def _decode_dicom_quietly(
         ) from None
 
 
+def _resize(planes: np.ndarray, size: tuple[int, int], antialias: bool) -> np.ndarray:
+    tensor = torch.from_numpy(planes).unsqueeze(0)
+    resized = torch.nn.functional.interpolate(
+        tensor, size=size, mode="bilinear", align_corners=False, antialias=antialias
+    )
+    return resized.squeeze(0).numpy()
+
+
 def _to_model_input(
     values: np.ndarray, input_shape: tuple[int, int, int], steps: list[str]
 ) -> tuple[np.ndarray, list[str]]:
-    """``[H, W]``, ``[C, H, W]`` or ``[H, W, C]`` floats → float32 ``[C, H, W]`` of the model."""
+    """``[H, W]``, ``[C, H, W]`` or ``[H, W, C]`` floats in ``[0, 1]`` (or 8/16-bit samples,
+    scaled here) → float32 ``[C, H, W]`` of the model.
+
+    An image that shrinks is converted and resized a strip of rows at a time: the
+    antialiased bilinear resize is separable, and torch resizes along the width first, so
+    resizing each strip's width and then the stacked strips' height gives torch's own result
+    without a float64 copy of the whole image."""
     channels, height, width = input_shape
     if values.ndim == 2:
         values = values[np.newaxis]
@@ -521,26 +629,55 @@ def _to_model_input(
         steps.append("dropped the 4th (alpha) channel")
     if values.shape[0] not in (1, 3):
         raise InvalidImage(f"an image needs 1, 3 or 4 channels; got shape {values.shape}")
+    divisor = _unit_divisor(values)
     if values.shape[0] == 3 and channels == 1:
-        values = np.tensordot(np.array([0.299, 0.587, 0.114]), values, axes=1)[np.newaxis]
+        mix = "luma"
         steps.append("converted RGB to grayscale (ITU-R BT.601 luma)")
     elif values.shape[0] == 1 and channels == 3:
-        values = np.repeat(values, 3, axis=0)
+        mix = "replicate"
         steps.append("replicated grayscale to 3 channels")
     elif values.shape[0] != channels:
         raise InvalidImage(f"the model takes {channels} channels; the image has {values.shape[0]}")
-    if values.shape[1:] != (height, width):
-        tensor = torch.from_numpy(np.ascontiguousarray(values)).unsqueeze(0)
-        antialias = values.shape[1] > height or values.shape[2] > width
-        resized = torch.nn.functional.interpolate(
-            tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias
-        )
+    else:
+        mix = None
+
+    def model_planes(block: np.ndarray) -> np.ndarray:
+        """Rows of the image as float64 planes in [0, 1] with the model's channels."""
+        block = np.array(block, dtype=np.float64)
+        if divisor != 1.0:
+            block /= divisor
+        if mix == "luma":
+            return np.tensordot(np.array([0.299, 0.587, 0.114]), block, axes=1)[np.newaxis]
+        if mix == "replicate":
+            return np.repeat(block, 3, axis=0)
+        return block
+
+    size = (int(values.shape[1]), int(values.shape[2]))
+    if size == (height, width):
+        planes = model_planes(values)
+    else:
+        antialias = _shrinks(size, input_shape)
+        if antialias:
+            rows = _strip_rows(values.shape[0], size[1])
+            widths_resized = np.concatenate(
+                [
+                    _resize(
+                        model_planes(values[:, top : top + rows]),
+                        (min(rows, size[0] - top), width),
+                        True,
+                    )
+                    for top in range(0, size[0], rows)
+                ],
+                axis=1,
+            )
+            planes = _resize(widths_resized, (height, width), True)
+        else:
+            planes = _resize(model_planes(values), (height, width), False)
         steps.append(
-            f"resized {values.shape[2]}×{values.shape[1]} to {width}×{height} (bilinear"
+            f"resized {size[1]}×{size[0]} to {width}×{height} (bilinear"
             f"{', antialiased' if antialias else ''}; aspect ratio not kept)"
         )
-        values = resized.squeeze(0).numpy()
-    return np.clip(values, 0.0, 1.0).astype(np.float32), steps
+    return np.clip(planes, 0.0, 1.0).astype(np.float32), steps
 
 
 #: Mean difference between colour channels above which an image carries colour (JPEG's
@@ -560,9 +697,10 @@ def _received_facts(
     if _channels_last(values.shape):
         planes = np.moveaxis(values, -1, 0)
     colour = "grey"
+    divisor = _unit_divisor(values)  # 8/16-bit samples are scaled to [0, 1] later
     if planes.shape[0] >= 3:
         step = max(1, int(np.sqrt(height * width / _COLOUR_SAMPLE_PIXELS)))
-        red, green, blue = planes[:3, ::step, ::step]
+        red, green, blue = planes[:3, ::step, ::step].astype(np.float64) / divisor
         spread = float(np.mean(np.abs(red - green) + np.abs(green - blue))) / 2
         colour = "rgb" if spread > COLOUR_TOLERANCE else "grey"
     return {
@@ -571,7 +709,7 @@ def _received_facts(
         "original_size": (height, width),
         "original_channels": int(planes.shape[0]),
         "colour": colour,
-        "value_range": (float(values.min()), float(values.max())),
+        "value_range": (float(values.min()) / divisor, float(values.max()) / divisor),
     }
 
 
@@ -601,25 +739,40 @@ def _describe(
 
 
 def decode_image(
-    data: bytes, input_shape: tuple[int, int, int], *, max_pixels: int
+    data: bytes,
+    input_shape: tuple[int, int, int],
+    *,
+    max_pixels: int,
+    budget: DecodeBudget | None = None,
 ) -> DecodedImage:
-    """Decode an uploaded file to the model's input; refusals are 4xx :class:`ServiceError`."""
+    """Decode an uploaded file to the model's input; refusals are 4xx :class:`ServiceError`.
+
+    With a ``budget``, the decode holds its share of it (estimated from the header, before
+    any pixel is decoded) until the model's input is made, and is refused (413) when it
+    needs more than the whole budget."""
     format_name = sniff_format(data)
-    modality, frames = None, 1
-    if format_name in ("png", "jpeg"):
-        values, steps = _decode_raster(data, format_name, max_pixels)
-    elif format_name == "npy":
-        values, steps = _decode_npy(data, max_pixels)
-    else:
-        values, steps, modality, frames = _decode_dicom(data, max_pixels)
-    if not np.isfinite(values).all():
-        raise InvalidImage(
-            "the image has NaN or infinite values after decoding (check the DICOM rescale "
-            "and window values)"
-        )
-    original_shape = tuple(int(d) for d in values.shape)
-    facts = _received_facts(values, modality=modality, frames=frames)
-    tensor, steps = _to_model_input(values, input_shape, steps)
+    with ExitStack() as held:
+
+        def reserve(nbytes: int, what: str) -> None:
+            if budget is not None:
+                held.enter_context(budget.reserve(nbytes, what))
+
+        modality, frames = None, 1
+        if format_name in ("png", "jpeg"):
+            values, steps = _decode_raster(data, format_name, max_pixels, input_shape, reserve)
+        elif format_name == "npy":
+            values, steps = _decode_npy(data, max_pixels, input_shape, reserve)
+        else:
+            values, steps, modality, frames = _decode_dicom(data, max_pixels, input_shape, reserve)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise InvalidImage(
+                "the image has NaN or infinite values after decoding (check the DICOM rescale "
+                "and window values)"
+            )
+        original_shape = tuple(int(d) for d in values.shape)
+        facts = _received_facts(values, modality=modality, frames=frames)
+        tensor, steps = _to_model_input(values, input_shape, steps)
+        del values
     received = hashlib.sha256(data).hexdigest()
     return _describe(tensor, format_name, original_shape, received, steps, facts)
 

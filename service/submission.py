@@ -18,6 +18,7 @@ from certify.seeds import fresh_seed
 from certify.validation import MIN_ALPHA
 from service.auth import may_access
 from service.core.config import Settings
+from service.decode_budget import DecodeBudget
 from service.errors import (
     Conflict,
     InvalidRequest,
@@ -118,12 +119,20 @@ def strict_inputs(options: CertifyOptions, settings: Settings) -> bool:
 
 
 def decode_upload(
-    upload: ImageUpload, loaded: LoadedModel, max_pixels: int, *, strict: bool = False
+    upload: ImageUpload,
+    loaded: LoadedModel,
+    max_pixels: int,
+    *,
+    strict: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> DecodedImage:
     """The uploaded file or JSON array as the model's input, with the warnings of how it fits
-    the model's card (:mod:`service.input_fit`); with ``strict``, a misfit is a 422."""
+    the model's card (:mod:`service.input_fit`); with ``strict``, a misfit is a 422. A file
+    is decoded under the memory ``budget`` shared with concurrent requests."""
     if upload.data is not None:
-        decoded = decode_image(upload.data, loaded.input_shape, max_pixels=max_pixels)
+        decoded = decode_image(
+            upload.data, loaded.input_shape, max_pixels=max_pixels, budget=budget
+        )
     else:
         decoded = decode_array(upload.array, loaded.input_shape, max_pixels=max_pixels)
     return check_input_fit(decoded, loaded, strict=strict)
@@ -142,6 +151,7 @@ class JobService:
         self.dispatcher = dispatcher
         self.models = models
         self.backlog_limits = BacklogLimits.from_settings(settings)
+        self.decode_budget = DecodeBudget(settings.max_decode_bytes)
 
     def model(self, model_id: str, version: str | None = None) -> LoadedModel:
         try:
@@ -255,7 +265,13 @@ class JobService:
         loaded = self.model(model_id, options.version)
         parameters = resolve_parameters(options, loaded, self.settings)
         strict = strict_inputs(options, self.settings)
-        decoded = decode_upload(upload, loaded, self.settings.max_image_pixels, strict=strict)
+        decoded = decode_upload(
+            upload,
+            loaded,
+            self.settings.max_image_pixels,
+            strict=strict,
+            budget=self.decode_budget,
+        )
         job = self._new_job(decoded, loaded, parameters, owner, batch_id=None)
         self._admit([job])
         self._dispatch([job])
@@ -276,7 +292,13 @@ class JobService:
         for index, upload in enumerate(uploads):
             try:
                 decoded.append(
-                    decode_upload(upload, loaded, self.settings.max_image_pixels, strict=strict)
+                    decode_upload(
+                        upload,
+                        loaded,
+                        self.settings.max_image_pixels,
+                        strict=strict,
+                        budget=self.decode_budget,
+                    )
                 )
             except ServiceError as error:
                 error.message = f"image {index}: {error.message}"
