@@ -107,10 +107,8 @@ class CeleryDispatcher:
     def queue_length(self) -> int:
         return int(self.client.llen(self.queue_name))
 
-    def job_ids_with_messages(self, job_ids: Collection[str]) -> set[str]:
-        """Those of ``job_ids`` that have a message waiting in the queue, or delivered to a
-        worker and not yet acknowledged (reserved or running)."""
-        wanted = {job_id.encode() for job_id in job_ids}
+    def job_ids_waiting(self, job_ids: Collection[str]) -> set[str]:
+        """Those of ``job_ids`` that have a message waiting in the queue."""
         found: set[bytes] = set()
         start = 0
         while True:
@@ -120,9 +118,15 @@ class CeleryDispatcher:
             if len(messages) < MESSAGE_SCAN_CHUNK:
                 break
             start += MESSAGE_SCAN_CHUNK
+        return {job_id for job_id in job_ids if job_id.encode() in found}
+
+    def job_ids_delivered(self, job_ids: Collection[str]) -> set[str]:
+        """Those of ``job_ids`` whose message a worker took and has not acknowledged (reserved
+        or running; or held by a worker that died, until the visibility timeout)."""
+        found: set[bytes] = set()
         for _, message in self.client.hscan_iter(KOMBU_UNACKED_KEY, count=MESSAGE_SCAN_CHUNK):
             found.update(JOB_ID_PATTERN.findall(message))
-        return {job_id.decode() for job_id in wanted & found}
+        return {job_id for job_id in job_ids if job_id.encode() in found}
 
     def check_ready(self) -> None:
         try:

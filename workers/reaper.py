@@ -10,9 +10,11 @@ period. One pass inspects the index of unfinished jobs:
   ``worker_lost`` after ``HYCAS_TASK_MAX_ATTEMPTS`` claims;
 - ``running`` with a cancel requested more than :data:`CANCEL_GRACE_SECONDS` ago (its runner
   checks for cancellation at every batch, so it is stuck or gone): ended ``cancelled``;
-- ``queued`` for longer than the orphan grace with no message in the queue nor among the
-  delivered-unacknowledged ones: its message was lost (broker restart, a gateway that died
-  between storing and sending), so it is sent again;
+- ``queued`` for longer than the orphan grace with no message in the queue: if its message
+  is nowhere, it was lost (broker restart, a gateway that died between storing and sending);
+  if a worker took it and has not claimed the job in two passes, that worker died between
+  taking and claiming (its message would come back only after the visibility timeout). Either
+  way the job is sent again;
 - an index entry whose job record expired: dropped from the backlog.
 
 Every change is a transaction on the job that first checks the state the pass observed, and
@@ -50,7 +52,9 @@ INSPECT_CHUNK = 500
 class MessageQueue(Protocol):
     def dispatch(self, job_id: str) -> None: ...
 
-    def job_ids_with_messages(self, job_ids: Collection[str]) -> set[str]: ...
+    def job_ids_waiting(self, job_ids: Collection[str]) -> set[str]: ...
+
+    def job_ids_delivered(self, job_ids: Collection[str]) -> set[str]: ...
 
 
 @dataclass
@@ -120,11 +124,23 @@ class Reaper:
                 ):
                     maybe_orphaned.append(job)
         if maybe_orphaned:
-            with_messages = self.queue.job_ids_with_messages([job.id for job in maybe_orphaned])
-            for job in maybe_orphaned:
-                if job.id not in with_messages:
-                    self._send_again(job, report, reason="message_lost")
+            self._resend_orphans(maybe_orphaned, report)
         return report
+
+    def _resend_orphans(self, jobs: list[JobRecord], report: ReapReport) -> None:
+        job_ids = [job.id for job in jobs]
+        waiting = self.queue.job_ids_waiting(job_ids)
+        delivered = self.queue.job_ids_delivered(job_ids)
+        for job in jobs:
+            if job.id in waiting:
+                continue
+            # Taken but unclaimed: fine for milliseconds; first seen now, wait one more pass.
+            unclaimed_mark = f"unclaimed:{job.id}"
+            if job.id in delivered and self.store.acquire_lock(
+                unclaimed_mark, 10 * self.interval_seconds
+            ):
+                continue
+            self._send_again(job, report, reason="message_lost")
 
     def _cancel_overdue(self, job: JobRecord, now: float) -> bool:
         asked = job.cancel_requested_at

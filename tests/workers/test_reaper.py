@@ -55,7 +55,7 @@ def test_a_running_job_without_heartbeat_is_requeued_with_a_new_message(parts):
     requeued = store.get_job(lost.id)
     assert requeued.status is JobStatus.QUEUED and requeued.attempts == 1
     assert requeued.progress.samples_done == 0 and requeued.queued_at is not None
-    assert queue.job_ids_with_messages([lost.id, alive.id]) == {lost.id}
+    assert queue.job_ids_waiting([lost.id, alive.id]) == {lost.id}
     assert store.get_job(alive.id).status is JobStatus.RUNNING
     assert reaper.reap().requeued == []  # idempotent: the requeued job has its message
 
@@ -71,7 +71,7 @@ def test_a_job_lost_on_its_last_attempt_fails_as_worker_lost_once(parts):
     assert store.backlog().jobs == 0
     assert reaper.reap().failed == []
     assert store.result_writes(job.id) == 1
-    assert queue.job_ids_with_messages([job.id]) == set()
+    assert queue.job_ids_waiting([job.id]) == set()
 
 
 def test_a_cancel_whose_worker_is_gone_or_deaf_ends_the_job_cancelled(parts):
@@ -97,11 +97,26 @@ def test_a_queued_job_whose_message_is_lost_is_sent_again_after_the_grace(parts)
         store.create_job(job)
     queue.dispatch(waiting.id)
     assert reaper.reap().resent == [orphan.id]
-    assert queue.job_ids_with_messages([orphan.id, waiting.id, recent.id]) == {
-        orphan.id,
-        waiting.id,
-    }
+    assert queue.job_ids_waiting([orphan.id, waiting.id, recent.id]) == {orphan.id, waiting.id}
     assert reaper.reap().resent == []
+
+
+def test_a_queued_job_taken_by_a_worker_that_died_before_claiming_it_is_sent_again(parts):
+    """Its message sits among the unacknowledged ones until the visibility timeout: the
+    reaper sends it again when it sees the job still unclaimed in a second pass."""
+    store, queue, reaper = parts
+    job = job_record(created_at=time.time() - 6)
+    store.create_job(job)
+    queue.dispatch(job.id)
+    message = store.client.rpop(queue.queue_name)
+    store.client.hset("unacked", f"test-{job.id}", message)
+    try:
+        assert queue.job_ids_delivered([job.id]) == {job.id}
+        assert reaper.reap().resent == []
+        assert reaper.reap().resent == [job.id]
+        assert queue.job_ids_waiting([job.id]) == {job.id}
+    finally:
+        store.client.hdel("unacked", f"test-{job.id}")
 
 
 def test_an_expired_job_leaves_the_backlog(parts):
