@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from service.commands import add_service_commands
 from service.model_commands import add_model_commands
 from workers.version import package_version
+
+DEFAULT_DESCRIBE_SHAPE = (1, 28, 28)
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -25,23 +28,80 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def _cmd_describe(args: argparse.Namespace) -> int:
+def _print_network(summary: dict, bound: str) -> None:
+    print(f"  parameters: {summary['trainable_parameters']:,} trainable")
+    print(f"  certified L2 Lipschitz bound (every draw of the randomness): {bound}")
+    for name, bound in summary["layer_bounds"].items():
+        print(f"    {name:<40} {bound:.6f}")
+
+
+UNTRAINED_NOTE = (
+    "This network is untrained (fresh weights from a fixed seed). Its bound is computed from "
+    "its weights: each hybrid block mixes its branches' bounds with learned convex weights and "
+    "a learned residual step, so a trained model of the same shape has a different bound (at "
+    "most 2, recorded on its card). For a packaged model: hycas describe --model ID."
+)
+
+
+def _describe_untrained(args: argparse.Namespace) -> int:
     from models import build_hycas
 
-    model = build_hycas(input_shape=args.input_shape, num_classes=args.num_classes)
+    shape = args.input_shape or DEFAULT_DESCRIBE_SHAPE
+    summary = build_hycas(input_shape=shape, num_classes=args.num_classes).describe()
+    if args.json:
+        print(json.dumps({**summary, "trained": False, "note": UNTRAINED_NOTE}, indent=2))
+        return 0
+    print(
+        f"HyCAS for input {summary['input_shape']} with {summary['num_classes']} classes "
+        "(untrained)"
+    )
+    _print_network(summary, f"{summary['lipschitz_bound']:.6f}")
+    print(textwrap.fill(UNTRAINED_NOTE, width=92))
+    return 0
+
+
+def _describe_package(args: argparse.Namespace) -> int:
+    import models
+
+    try:
+        model, card = models.load(args.model, version=args.version, repository=args.repository)
+    except models.ModelIntegrityError as error:
+        raise ValueError(f"{args.model} cannot be used: {error}") from None
     summary = model.describe()
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"HyCAS for input {summary['input_shape']} with {summary['num_classes']} classes")
-        print(f"  parameters: {summary['trainable_parameters']:,} trainable")
-        print(
-            f"  certified L2 Lipschitz bound (every draw of the randomness): "
-            f"{summary['lipschitz_bound']:.6f}"
-        )
-        for name, bound in summary["layer_bounds"].items():
-            print(f"    {name:<40} {bound:.6f}")
+        described = {
+            "id": card.id,
+            "version": card.version,
+            **summary,
+            "card_lipschitz_bound": card.lipschitz_bound,
+            "class_names": list(card.class_names),
+            "sigma": card.sigma,
+            "dataset": card.dataset.name,
+            "sha256": card.sha256,
+        }
+        print(json.dumps(described, indent=2))
+        return 0
+    architecture = "HyCAS" if card.architecture == "hycas" else card.architecture
+    print(
+        f"{card.id} v{card.version}: {architecture} for input {summary['input_shape']} with "
+        f"{summary['num_classes']} classes ({', '.join(card.class_names)})"
+    )
+    print(f"  trained on {card.dataset.name} for smoothing at σ = {card.sigma:g}")
+    print(f"  weights sha256 {card.sha256}")
+    _print_network(
+        summary,
+        f"{card.lipschitz_bound} (its card; recomputed from these weights: "
+        f"{summary['lipschitz_bound']:.6f})",
+    )
     return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        if args.input_shape is not None:
+            raise ValueError("--input-shape is the packaged model's own; give one or the other")
+        return _describe_package(args)
+    return _describe_untrained(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,13 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     describe = sub.add_parser(
-        "describe", help="build a HyCAS network and print its layers and certified bound"
+        "describe",
+        help="a packaged model (--model), or an untrained HyCAS network: layers and bound",
+    )
+    describe.add_argument("--model", help="a packaged model id, e.g. digits-hycas")
+    describe.add_argument("--version", help="its version (default: the latest)")
+    describe.add_argument(
+        "--repository",
+        help="model repository (default $HYCAS_MODEL_REPOSITORY, else the shipped one)",
     )
     describe.add_argument(
         "--input-shape",
         type=_parse_shape,
-        default=(1, 28, 28),
-        help="C,H,W of the input (default 1,28,28)",
+        default=None,
+        help="C,H,W of an untrained network (default 1,28,28)",
     )
     describe.add_argument("--num-classes", type=int, default=10)
     describe.add_argument("--json", action="store_true", help="print JSON")
@@ -67,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_commands(sub)
     add_model_commands(sub)
     return parser
+
+
+def error_line(error: Exception) -> str:
+    """``error`` as one line a person can act on; pydantic's report as ``--option: problem``."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"--{str(item['loc'][0]).replace('_', '-')}: "
+            f"{item['msg'][:1].lower()}{item['msg'][1:]} (got {item['input']!r})"
+            for item in error.errors()
+        )
+    return " ".join(str(error).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,8 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.handler(args)
-    except ValueError as exc:
-        print(f"hycas: error: {exc}", file=sys.stderr)
+    except (ValueError, LookupError) as error:
+        # Refused values and unknown models or versions; KeyError and IndexError are bugs.
+        if isinstance(error, KeyError | IndexError):
+            raise
+        print(f"hycas: error: {error_line(error)}", file=sys.stderr)
         return 2
 
 

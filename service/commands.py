@@ -7,11 +7,19 @@ stays fast and ``PROMETHEUS_MULTIPROC_DIR`` is set before prometheus-client is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from service.runtime import ServiceRuntime
+    from workers.certification import CertificationParameters, ProgressCallback
+    from workers.model_cache import LoadedModel
 
 
 def _use_metrics_dir(directory: Path | None) -> None:
@@ -19,6 +27,25 @@ def _use_metrics_dir(directory: Path | None) -> None:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def startup_line(runtime: ServiceRuntime, host: str, port: int) -> str:
+    """What ``hycas serve`` says once its models are loaded: mode, models, where the docs are."""
+    statuses = runtime.models.version_statuses()
+    newest = {s.model_id: s.version for s in statuses if s.available}
+    models = ", ".join(f"{model_id}@{version}" for model_id, version in newest.items()) or "none"
+    failing = [f"{s.model_id}@{s.version}" for s in statuses if not s.available]
+    mode = (
+        "distributed mode (jobs go through Redis to `hycas worker` processes)"
+        if runtime.settings.distributed
+        else "embedded mode (jobs run in this process)"
+    )
+    shown_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+        host, f"[{host}]" if ":" in host else host
+    )
+    unavailable = f"; unavailable: {', '.join(failing)} (reasons at /readyz)" if failing else ""
+    docs = f"http://{shown_host}:{port}/docs"
+    return f"hycas serve: {mode}; models: {models}{unavailable}; docs: {docs}"
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -30,8 +57,12 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     _use_metrics_dir(settings.metrics_dir)
+    from service.main import app
+
+    # Every model version is loaded (and checked) before the first request, then announced.
+    print(startup_line(app.state.runtime, args.host, args.port), flush=True)
     uvicorn.run(
-        "service.main:app",
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
@@ -108,16 +139,48 @@ def _print_report(report: object) -> None:
     print(f"seed       {report.provenance.seed}")
 
 
-def run_certify(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
+@contextlib.contextmanager
+def certification_progress(
+    image: str,
+    loaded: LoadedModel,
+    parameters: CertificationParameters,
+    stream: TextIO | None = None,
+) -> Iterator[ProgressCallback]:
+    """On a terminal, a line saying what runs and a bar over its samples; elsewhere quiet."""
+    from tqdm import tqdm
 
+    stream = stream or sys.stderr
+    interactive = stream.isatty()
+    if interactive:
+        plan = ", ".join(
+            f"{method.value} ({count:,} forward pass{'' if count == 1 else 'es'})"
+            for method in parameters.methods
+            if (count := parameters.samples_planned(method))
+        )
+        print(f"certifying {image} with {loaded.model_id} v{loaded.version}: {plan}", file=stream)
+    with tqdm(
+        total=parameters.total_samples_planned,
+        unit="pass",
+        file=stream,
+        disable=not interactive,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
+
+        def report(done: int, _planned: int) -> None:
+            bar.update(done - bar.n)
+
+        yield report
+
+
+def run_certify(args: argparse.Namespace) -> int:
     from service.core.config import Settings
     from service.errors import ServiceError
     from service.schemas import CertifyOptions
     from service.submission import decode_upload, resolve_parameters, strict_inputs
     from service.uploads import ImageUpload
     from workers.certification import certify_image
-    from workers.model_cache import ModelCache, RepositorySource, UnknownModelError
+    from workers.model_cache import ModelCache, RepositorySource
 
     settings = Settings()
     try:
@@ -144,14 +207,20 @@ def run_certify(args: argparse.Namespace) -> int:
         upload = ImageUpload(data=data, array=None, filename=Path(args.image).name)
         strict = strict_inputs(options, settings)
         decoded = decode_upload(upload, loaded, settings.max_image_pixels, strict=strict)
-    except (ServiceError, UnknownModelError, ValidationError) as error:
-        print(f"hycas: error: {error}", file=sys.stderr)
+    except ServiceError as error:
+        # Refused values, unknown and unusable models reach ``main``, which prints one line.
+        print(f"hycas: error: {error.message}", file=sys.stderr)
         return 2
     import torch
 
-    report = certify_image(
-        loaded, torch.from_numpy(decoded.tensor), parameters, decoded.description
-    )
+    with certification_progress(Path(args.image).name, loaded, parameters) as progress:
+        report = certify_image(
+            loaded,
+            torch.from_numpy(decoded.tensor),
+            parameters,
+            decoded.description,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:

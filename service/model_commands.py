@@ -1,5 +1,5 @@
-"""``hycas train`` and ``hycas evaluate``: thin shells over :mod:`models.training` and
-:mod:`models.evaluation`.
+"""``hycas train``, ``hycas evaluate`` and ``hycas models list``: thin shells over
+:mod:`models.training`, :mod:`models.evaluation` and the model cache.
 
 The options of ``hycas train`` are the fields of :class:`models.training.TrainingRequest`
 (its training settings by their names, its evaluation options as ``--eval-<name>``; same
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -106,6 +108,87 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classes(names: Sequence[str]) -> str:
+    shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:3])}, …, {names[-1]}"
+    return f"{len(names)} ({shown})"
+
+
+def model_listing(repository: str | None) -> list[dict[str, Any]]:
+    """Every model: its versions (each loaded to check it, as the server does), its default
+    version (the newest that loads) and what that version's card says."""
+    from workers.model_cache import ModelCache, ModelUnavailableError, RepositorySource
+
+    cache = ModelCache(RepositorySource(None if repository is None else Path(repository)), "cpu")
+    statuses = cache.version_statuses()
+    listing = []
+    for model_id in cache.model_ids():
+        entry: dict[str, Any] = {
+            "id": model_id,
+            "versions": [
+                {"version": s.version, "status": "available" if s.available else "unavailable"}
+                | ({} if s.available else {"reason": s.reason})
+                for s in statuses
+                if s.model_id == model_id
+            ],
+            "default_version": None,
+        }
+        try:
+            loaded = cache.get(model_id)
+        except ModelUnavailableError:
+            listing.append(entry)
+            continue
+        entry.update(
+            default_version=loaded.version,
+            input_shape=list(loaded.input_shape),
+            class_names=list(loaded.class_names),
+            sigma=loaded.sigmas[0],
+            lipschitz_bound=loaded.card.get("lipschitz_bound"),
+        )
+        listing.append(entry)
+    return listing
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    listing = model_listing(args.repository)
+    if args.json:
+        print(json.dumps({"models": listing}, indent=2))
+        return 0
+    if not listing:
+        print("the model repository holds no models")
+        return 0
+    rows = [("MODEL", "VERSIONS", "DEFAULT", "INPUT", "CLASSES", "SIGMA", "BOUND")]
+    for entry in listing:
+        versions = ",".join(v["version"] for v in entry["versions"])
+        if entry["default_version"] is None:
+            rows.append((entry["id"], versions, "-", "-", "-", "-", "-"))
+            continue
+        rows.append(
+            (
+                entry["id"],
+                versions,
+                entry["default_version"],
+                "×".join(map(str, entry["input_shape"])),
+                _classes(entry["class_names"]),
+                f"{entry['sigma']:g}",
+                f"{entry['lipschitz_bound']}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    for entry in listing:
+        for version in entry["versions"]:
+            if version["status"] == "unavailable":
+                print(f"{entry['id']} v{version['version']} unavailable: {version['reason']}")
+    return 0
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repository",
@@ -191,3 +274,17 @@ def add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--no-smoothing", action="store_true", help="margin certificate only")
     _add_common(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
+
+    models_parser = sub.add_parser("models", help="the packaged models of the repository")
+    models_sub = models_parser.add_subparsers(dest="models_command", metavar="COMMAND")
+    models_parser.set_defaults(handler=lambda _: _print_help(models_parser))
+    listing = models_sub.add_parser(
+        "list",
+        help="each model: versions (each checked), default, input shape, classes, σ, bound",
+    )
+    listing.add_argument(
+        "--repository",
+        help="model repository (default $HYCAS_MODEL_REPOSITORY, else the shipped one)",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=run_models_list)
