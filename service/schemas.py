@@ -81,10 +81,17 @@ class CertifyOptions(BaseModel):
         return value
 
 
+#: Exactly one of the two image forms, each with a value (``null`` counts as absent).
+ONE_IMAGE_FORM = [
+    {"required": ["image_base64"], "properties": {"image_base64": {"type": "string"}}},
+    {"required": ["image"], "properties": {"image": {"type": "array"}}},
+]
+
+
 class InlineImage(BaseModel):
     """An image inside a JSON body: a base64 file, or a nested array of values in [0, 1]."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": ONE_IMAGE_FORM})
 
     image_base64: str | None = Field(default=None, description="a PNG/JPEG/NPY/DICOM file")
     image: list[Any] | None = Field(default=None, description="[H, W], [C, H, W] or [H, W, C]")

@@ -13,15 +13,28 @@ from pydantic import BaseModel
 from service.schemas import CertifyOptions
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field's schema without its ``null`` branch: a form field is sent or not."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**branches[0], **rest}
+
+
 def _form_schema(file_fields: dict[str, Any]) -> dict[str, Any]:
-    options = {
-        name: {"type": "string", "description": field.description or name}
-        for name, field in CertifyOptions.model_fields.items()
-    }
+    """The multipart form: the files, ``model`` and each option typed as in JSON (a form
+    sends them as text; ``methods`` may repeat or be comma-separated)."""
+    options = _inline_definitions(CertifyOptions.model_json_schema())["properties"]
     return {
         "type": "object",
         "required": [*file_fields, "model"],
-        "properties": {**file_fields, "model": {"type": "string"}, **options},
+        "properties": {
+            **file_fields,
+            "model": {"type": "string", "minLength": 1},
+            **{name: _without_null(schema) for name, schema in options.items()},
+        },
+        "additionalProperties": False,
     }
 
 
