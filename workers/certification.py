@@ -8,8 +8,6 @@ certificate of a job replays from the job's one seed: each method is called with
 from __future__ import annotations
 
 import enum
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from workers.guarantees import (
     radius_test_guarantee,
     smoothing_guarantee,
 )
+from workers.identity import worker_name
 from workers.model_cache import LoadedModel
 from workers.version import package_version
 
@@ -228,6 +227,7 @@ class Provenance(BaseModel):
     torch_version: str
     device: str
     host: str
+    """The stable name of the worker that certified (``HYCAS_WORKER_NAME``), no process id."""
     timings: Timings
 
 
@@ -403,7 +403,7 @@ def certify_image(
             package_version=package_version(),
             torch_version=torch.__version__,
             device=loaded.device,
-            host=f"{socket.gethostname()}:{os.getpid()}",
+            host=worker_name(),
             timings=Timings(
                 queue_wait_seconds=queue_wait_seconds,
                 model_load_seconds=loaded.load_seconds,

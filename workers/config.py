@@ -44,6 +44,12 @@ class ExecutionSettings(BaseSettings):
     """Seconds before an unacknowledged job is redelivered; default: the hard time limit + 60."""
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """``hycas worker`` serves its processes' metrics on this port (``/metrics``)."""
+    worker_name: str | None = Field(default=None, min_length=1)
+    """The name results show in ``provenance.host``; default: the Celery node name (the host
+    name in the embedded pool). Never a process id."""
+    redis_ca_file: Path | None = None
+    """CA certificates (PEM) that a ``rediss://`` Redis's certificate must chain to; default:
+    the system's."""
     broker_restore_interval_seconds: int = Field(default=10, ge=1)
     """How often a worker looks for unacknowledged jobs past the visibility timeout."""
     heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
