@@ -37,6 +37,9 @@ class CeleryConfig:
             "unacked_restore_throttle": 1,
         }
         self.broker_connection_retry_on_startup = True
+        if settings.redis_tls_options is not None:  # rediss://: kombu and the backend need it
+            self.broker_use_ssl = settings.redis_tls_options
+            self.redis_backend_use_ssl = settings.redis_tls_options
         self.task_default_queue = settings.queue_name
         self.task_serializer = "json"
         self.result_serializer = "json"

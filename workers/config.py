@@ -6,7 +6,9 @@ own limits; a worker reads only what it needs to run jobs.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +68,18 @@ class ExecutionSettings(BaseSettings):
     """Noisy samples planned by the unfinished jobs of one API key."""
     backlog_drain_samples_per_second: float = Field(default=10_000.0, gt=0)
     """The fleet's certification rate, used only to estimate a 429's ``Retry-After``."""
+
+    @property
+    def redis_tls_options(self) -> dict[str, Any] | None:
+        """TLS for a ``rediss://`` URL, the same for the job store, the Celery broker and its
+        result backend: the server's certificate is verified (against ``redis_ca_file`` when
+        set); ``None`` for a plain ``redis://`` URL."""
+        if self.redis_url is None or not self.redis_url.startswith("rediss://"):
+            return None
+        options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        if self.redis_ca_file is not None:
+            options["ssl_ca_certs"] = str(self.redis_ca_file)
+        return options
 
     @property
     def task_soft_time_limit_seconds(self) -> int:

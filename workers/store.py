@@ -214,7 +214,7 @@ class RedisJobStore:
             raise ValueError(
                 "the Redis store needs HYCAS_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
             )
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis.Redis.from_url(settings.redis_url, **(settings.redis_tls_options or {}))
         return cls(client, settings.key_prefix, StoreLifetimes.from_settings(settings))
 
     def _job_key(self, job_id: str) -> str:
