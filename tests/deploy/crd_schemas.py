@@ -158,6 +158,59 @@ SCALED_OBJECT: dict[str, Any] = {
     },
 }
 
+_TARGET_REF: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["parameter", "name", "key"],
+    "properties": {
+        "parameter": {"type": "string", "minLength": 1},
+        "name": NAME,
+        "key": {"type": "string", "minLength": 1},
+    },
+}
+
+TRIGGER_AUTHENTICATION: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "TriggerAuthentication"},
+        "metadata": SCALED_OBJECT["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "secretTargetRef": {"type": "array", "minItems": 1, "items": _TARGET_REF},
+                "configMapTargetRef": {"type": "array", "minItems": 1, "items": _TARGET_REF},
+                "env": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name"],
+                        "properties": {
+                            "parameter": {"type": "string"},
+                            "name": {"type": "string"},
+                            "containerName": {"type": "string"},
+                        },
+                    },
+                },
+                "podIdentity": {"type": "object"},
+                "hashiCorpVault": {"type": "object"},
+                "azureKeyVault": {"type": "object"},
+                "awsSecretManager": {"type": "object"},
+                "gcpSecretManager": {"type": "object"},
+                "boundServiceAccountToken": {"type": "array"},
+            },
+        },
+    },
+}
+"""KEDA's "TriggerAuthentication specification": where a scaler's secrets come from."""
+
 CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
 }

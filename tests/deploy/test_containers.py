@@ -86,6 +86,22 @@ def test_compose_redis_persists_and_never_evicts_queue_keys():
     assert any(v.endswith(":/data") for v in redis["volumes"])
 
 
+REQUIRED_PASSWORD = "${REDIS_PASSWORD:?"
+"""Compose interpolation that refuses to start when ``REDIS_PASSWORD`` is unset or empty."""
+
+
+def test_compose_redis_requires_a_password_that_every_client_uses():
+    redis = compose()["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1].startswith(REQUIRED_PASSWORD)
+    assert redis["environment"]["REDISCLI_AUTH"].startswith(REQUIRED_PASSWORD)  # healthcheck
+    for name, service in hycas_services(compose()["services"]).items():
+        url = service["environment"]["HYCAS_REDIS_URL"]
+        assert url.startswith("redis://:" + REQUIRED_PASSWORD) and url.endswith("@redis:6379/0"), (
+            name
+        )
+
+
 def test_compose_commands_parse_with_the_cli():
     parser = build_parser()
     for name, service in compose()["services"].items():

@@ -84,7 +84,7 @@ def test_custom_resource_schemas_are_valid_json_schemas():
 
 def test_custom_resources_validate_against_their_schemas():
     docs = [d for d in base_resources() if not is_builtin(d)]
-    assert {d["kind"] for d in docs} == {"ScaledObject"}
+    assert {d["kind"] for d in docs} == {"ScaledObject", "TriggerAuthentication"}
     for doc in docs:
         assert custom_resource_errors(doc) == [], doc["metadata"]["name"]
 
@@ -208,3 +208,43 @@ def test_manifest_commands_parse_with_the_cli():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             assert container["command"][0] == "hycas"
             parser.parse_args(container["command"][1:])  # exits on an unknown command/flag
+
+
+def _env_from_secret(container: dict, variable: str) -> tuple[str, str]:
+    (entry,) = [e for e in container.get("env", []) if e["name"] == variable]
+    reference = entry["valueFrom"]["secretKeyRef"]
+    return reference["name"], reference["key"]
+
+
+def _secret_keys(docs: list[dict]) -> dict[str, set[str]]:
+    return {d["metadata"]["name"]: set(d["stringData"]) for d in docs if d["kind"] == "Secret"}
+
+
+def test_redis_requires_the_password_of_the_secret_that_its_clients_use():
+    docs = base_resources()
+    secrets = _secret_keys(docs)
+    (redis,) = find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    password = _env_from_secret(redis, "REDIS_PASSWORD")
+    assert password[1] in secrets[password[0]]
+    assert _env_from_secret(redis, "REDISCLI_AUTH") == password  # the probes authenticate
+    for name in ("gateway", "worker"):
+        (container,) = find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert _env_from_secret(container, "REDIS_PASSWORD") == password
+        (url,) = [e["value"] for e in container["env"] if e["name"] == "HYCAS_REDIS_URL"]
+        assert url.startswith("redis://:$(REDIS_PASSWORD)@redis:6379/")
+        names = [e["name"] for e in container["env"]]  # $(VAR) expands only earlier variables
+        assert names.index("REDIS_PASSWORD") < names.index("HYCAS_REDIS_URL")
+    config = find(docs, "ConfigMap", "hycas-config")
+    assert "HYCAS_REDIS_URL" not in config["data"]  # a URL without the password
+
+
+def test_keda_authenticates_to_redis_with_the_same_secret():
+    docs = base_resources()
+    (trigger,) = find(docs, "ScaledObject", "worker")["spec"]["triggers"]
+    authentication = find(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    (reference,) = authentication["spec"]["secretTargetRef"]
+    assert reference["parameter"] == "password"
+    (redis,) = find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    assert (reference["name"], reference["key"]) == _env_from_secret(redis, "REDIS_PASSWORD")
