@@ -111,8 +111,13 @@ def start_a_long_job(client: TestClient, worker) -> str:
 
 
 def test_a_worker_killed_mid_job_loses_nothing(key_prefix, start_worker):
+    """Rerun by the reaper once the heartbeat expires (3 s), before the visibility timeout."""
     settings = distributed_settings(
-        key_prefix, task_time_limit_seconds=8, broker_visibility_timeout_seconds=14
+        key_prefix,
+        task_time_limit_seconds=8,
+        broker_visibility_timeout_seconds=14,
+        heartbeat_timeout_seconds=3,
+        reaper_interval_seconds=1,
     )
     victim = start_worker(settings, "victim")
     victim.wait_ready()
