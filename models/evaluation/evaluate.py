@@ -106,7 +106,7 @@ def evaluate_classifier(
     images = tuple(records)
     names = [name for name, run in (("smoothing", settings.smoothing), ("margin", margin)) if run]
     if len(names) == 2:
-        names.append("best")
+        names.append("either")
     summary = EvaluationSummary(
         dataset=dataset.name,
         split=dataset.split,

@@ -12,7 +12,12 @@ import matplotlib.pyplot as plt
 
 from models.evaluation.report import EvaluationReport
 
-LINE_STYLES = {"smoothing": "-", "margin": "--", "best": ":"}
+LINE_STYLES = {"smoothing": "-", "margin": "--", "either": ":"}
+LEGEND_NAMES = {
+    "smoothing": "smoothing (g)",
+    "margin": "margin (F_K)",
+    "either": "g or F_K certified (not one classifier)",
+}
 
 
 def radius_grid(reports: Mapping[str, EvaluationReport], points: int = 201) -> list[float]:
@@ -49,7 +54,7 @@ def plot_certified_accuracy(
                 [report.certified_accuracy(name, r) for r in radii],
                 linestyle=LINE_STYLES[name],
                 color=colors[(i if len(reports) > 1 else j) % len(colors)],
-                label=f"{label}: {name}" if len(reports) > 1 else name,
+                label=f"{label}: {LEGEND_NAMES[name]}" if len(reports) > 1 else LEGEND_NAMES[name],
             )
     axes.set_xlabel("L2 radius (input in [0, 1])")
     axes.set_ylabel("certified accuracy")

@@ -3,10 +3,12 @@
 Certified accuracy at radius ``r`` is the fraction of images whose certificate returns the
 TRUE label with a certified radius ``≥ r`` (abstentions and wrong labels count as failures);
 the average certified radius (ACR) is the mean of that radius over images, 0 where the
-certificate fails. "best" takes, per image, the larger radius of the smoothing and margin
-certificates that return the true label. The two certify different classifiers — the smoothed
-``g`` (with probability ``1 − alpha``) and the frozen ensemble ``F_K`` (exactly) — so "best"
-says that at least one of the model's two certified classifiers is right and robust at ``r``.
+certificate fails. "either" is NOT a certified accuracy: the smoothing and margin
+certificates are about two different classifiers — the smoothed ``g`` (with probability
+``1 − alpha``) and the frozen ensemble ``F_K`` (exactly) — and picking, per image, whichever
+certifies more is a selection after the fact that certifies neither. "either" at ``r`` is the
+share of images on which at least one of the two classifiers is certified correct at ``r``;
+no single classifier the service runs has that accuracy.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CERTIFICATES = ("smoothing", "margin", "best")
+CERTIFICATES = ("smoothing", "margin", "either")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ImageCertificates:
     def certified_radius(self, certificate: str) -> float | None:
         """The radius at which ``certificate`` certifies the TRUE label (−1 if it does not);
         ``None`` when the certificate was not run."""
-        if certificate == "best":
+        if certificate == "either":
             radii = [
                 r for c in ("smoothing", "margin") if (r := self.certified_radius(c)) is not None
             ]
@@ -68,7 +70,7 @@ class ImageCertificates:
         return radius if label == self.label else -1.0
 
     def abstained(self, certificate: str) -> bool:
-        if certificate == "best":
+        if certificate == "either":
             return self.abstained("smoothing") and self.margin_radius is None
         return getattr(self, f"{certificate}_radius") is not None and (
             getattr(self, f"{certificate}_label") is None

@@ -45,7 +45,7 @@ IMAGES = (
     [
         ("smoothing", 0.5, 0.25, (0.3 + 0.9) / 4, 0.25),
         ("margin", 0.5, 0.0, (0.6 + 0.2) / 4, 0.25),
-        ("best", 0.75, 0.0, (0.6 + 0.2 + 0.9) / 4, 0.5),
+        ("either", 0.75, 0.0, (0.6 + 0.2 + 0.9) / 4, 0.5),
     ],
 )
 def test_certified_accuracy_counts_only_true_labels(certificate, accuracy, abstain, acr, at_half):
@@ -73,7 +73,7 @@ def test_report_round_trips_through_json(tmp_path):
     assert len(report.images) == 3 and set(report.summary.certificates) == {
         "smoothing",
         "margin",
-        "best",
+        "either",
     }
     report.write_json(tmp_path / "r.json")
     assert EvaluationReport.read_json(tmp_path / "r.json") == report
@@ -119,7 +119,7 @@ def test_hycas_evaluate_writes_json_and_png(tmp_path, capsys):
     summary = report["summary"]
     assert report["model_id"] == "digits-small" and summary["images"] == 4
     assert summary["settings"]["sigma"] == 0.25  # the card's sigma by default
-    assert set(summary["certificates"]["best"]["certified_accuracy"]) == {"0.1", "0.3"}
+    assert set(summary["certificates"]["either"]["certified_accuracy"]) == {"0.1", "0.3"}
     assert len(report["images"]) == 4
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
