@@ -777,13 +777,42 @@ def decode_image(
     return _describe(tensor, format_name, original_shape, received, steps, facts)
 
 
+def _nested_shape(nested: Any) -> tuple[int, ...]:
+    """The shape a nested list declares along its first elements (ragged ones are refused
+    when converted)."""
+    shape = []
+    while isinstance(nested, list) and len(shape) < 3:
+        shape.append(len(nested))
+        nested = nested[0] if nested else None
+    return tuple(shape)
+
+
 def decode_array(
-    nested: Any, input_shape: tuple[int, int, int], *, max_pixels: int
+    nested: Any,
+    input_shape: tuple[int, int, int],
+    *,
+    max_pixels: int,
+    budget: DecodeBudget | None = None,
 ) -> DecodedImage:
-    """A JSON nested array to the model's input (its hash is over the canonical float64 bytes)."""
-    values, steps = array_from_json(nested, max_pixels)
-    original_shape = tuple(int(d) for d in values.shape)
-    received = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-    facts = _received_facts(values)
-    tensor, steps = _to_model_input(values, input_shape, steps)
+    """A JSON nested array to the model's input (its hash is over the canonical float64 bytes).
+
+    With a ``budget``, the conversion holds its share (three float64 copies of the array's
+    declared size, then :func:`_to_model_input`'s), as :func:`decode_image` does."""
+    shape = _nested_shape(nested)
+    if len(shape) in (2, 3):
+        _check_pixels(*_spatial_shape(shape), max_pixels)
+    with ExitStack() as held:
+        if budget is not None and len(shape) in (2, 3):
+            channels = (
+                1 if len(shape) == 2 else math.prod(shape) // math.prod(_spatial_shape(shape))
+            )
+            needed = 3 * 8 * math.prod(shape)
+            needed += _model_input_bytes(channels, _spatial_shape(shape), input_shape)
+            held.enter_context(budget.reserve(needed, f"the {'×'.join(map(str, shape))} array"))
+        values, steps = array_from_json(nested, max_pixels)
+        original_shape = tuple(int(d) for d in values.shape)
+        received = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+        facts = _received_facts(values)
+        tensor, steps = _to_model_input(values, input_shape, steps)
+        del values
     return _describe(tensor, "array", original_shape, received, steps, facts)

@@ -128,13 +128,15 @@ def decode_upload(
 ) -> DecodedImage:
     """The uploaded file or JSON array as the model's input, with the warnings of how it fits
     the model's card (:mod:`service.input_fit`); with ``strict``, a misfit is a 422. A file
-    is decoded under the memory ``budget`` shared with concurrent requests."""
+    or array is decoded under the memory ``budget`` shared with concurrent requests."""
     if upload.data is not None:
         decoded = decode_image(
             upload.data, loaded.input_shape, max_pixels=max_pixels, budget=budget
         )
     else:
-        decoded = decode_array(upload.array, loaded.input_shape, max_pixels=max_pixels)
+        decoded = decode_array(
+            upload.array, loaded.input_shape, max_pixels=max_pixels, budget=budget
+        )
     return check_input_fit(decoded, loaded, strict=strict)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from service.decode_budget import DecodeBudget
 from service.errors import ImageTooLarge
-from service.imaging import decode_image
+from service.imaging import decode_array, decode_image
 from service.main import create_app
 from tests.service.conftest import embedded_settings
 from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
@@ -143,3 +143,14 @@ def test_dicom_and_png_decodes_sharing_a_tight_budget_all_finish():
         thread.join(60)
     assert sorted(finished) == [0, 1, 2, 3]
     assert budget.in_use == 0
+
+
+def test_a_json_array_is_converted_under_the_budget_too():
+    budget = RecordingBudget(1024 * MiB)
+    nested = np.full((3, 40, 50), 0.5).tolist()
+    decoded = decode_array(nested, (1, 8, 8), max_pixels=4096**2, budget=budget)
+    assert decoded.tensor.shape == (1, 8, 8)
+    (reserved,) = budget.reserved
+    assert reserved >= 3 * 8 * 3 * 40 * 50
+    with pytest.raises(ImageTooLarge, match="3×40×50 array"):
+        decode_array(nested, (1, 8, 8), max_pixels=4096**2, budget=DecodeBudget(1000))
