@@ -59,6 +59,22 @@ def margin_radius(margin: float, lipschitz: float) -> float:
     return round_down(margin / (math.sqrt(2.0) * lipschitz))
 
 
+def frozen_ensemble_logits(
+    model: Any, batch: torch.Tensor, omega_seeds: tuple[int, ...]
+) -> torch.Tensor:
+    """``F_K`` on a batch: the mean logits over the frozen draws ``omega_seeds`` ``[B, K]``.
+
+    With no seeds the model is deterministic and is run once. The mean is taken in float64
+    (the margin certificate's arithmetic); gradients flow through it when the caller enables
+    them, so the minimum-norm attack (:mod:`certify.attack`) attacks exactly this classifier.
+    """
+    size = batch.shape[0]
+    if not omega_seeds:
+        return check_logits(model(batch), size).to(torch.float64)
+    draws = [check_logits(model(batch, omega_seed=s), size) for s in omega_seeds]
+    return torch.stack(draws).to(torch.float64).mean(dim=0)
+
+
 def _lipschitz_of(model: Any, lipschitz: float | None) -> tuple[float, str]:
     if lipschitz is not None:
         return validate_lipschitz(lipschitz, "argument"), "argument"
@@ -114,12 +130,8 @@ def margin_certify(
     require_ieee_float32(device)
     omega_seeds = derive_seeds(seed, ensemble) if stochastic else ()
     with torch.inference_mode():
-        batch = image.to(device).unsqueeze(0)
-        if stochastic:
-            draws = [check_logits(model(batch, omega_seed=s), 1) for s in omega_seeds]
-        else:
-            draws = [check_logits(model(batch), 1)]
-        logits = torch.cat(draws).to(torch.float64).mean(dim=0).cpu()
+        logits = frozen_ensemble_logits(model, image.to(device).unsqueeze(0), omega_seeds)[0]
+        logits = logits.to(torch.float64).cpu()
     if logits.numel() < 2:
         raise ValueError("the margin certificate needs a model with at least two classes")
     if not bool(torch.isfinite(logits).all()):
