@@ -52,6 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.core.config import Settings
+    from service.http_protocol import header_deadline_protocol
     from service.logs import configure_logging
 
     settings = Settings()
@@ -68,9 +69,11 @@ def run_serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
-        # Beyond this many connections new requests get 503 at once; idle ones are closed.
+        # Beyond this many connections new requests get 503 at once; idle ones are closed,
+        # and so are connections whose request headers are late (uvicorn would wait forever).
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_seconds,
+        http=header_deadline_protocol(settings.upload_timeout_seconds),
     )
     return 0
 

@@ -35,7 +35,8 @@ class Settings(ExecutionSettings):
     """Memory all image decodes in flight may hold together (pixels × channels × bytes per
     sample at every stage); a decode waits for its share, one needing more is refused 413."""
     upload_timeout_seconds: float = Field(default=60.0, gt=0)
-    """A request body not received in full within this time is answered 408."""
+    """A request body not received in full within this time is answered 408; ``hycas serve``
+    closes a connection whose request headers take longer."""
     max_connections: int = Field(default=1000, ge=1)
     """``hycas serve``: concurrent connections; beyond it new requests are answered 503."""
     keep_alive_seconds: int = Field(default=5, ge=1)
