@@ -4,6 +4,7 @@ A plain library: no web server, no queue. It works with any classifier mapping a
 ``[B, C, H, W]`` in ``[0, 1]`` to logits ``[B, K]``.
 """
 
+from certify.attack import AttackResult, margin_attack, smoothing_attack
 from certify.bounds import clopper_pearson_interval, clopper_pearson_lower, clopper_pearson_upper
 from certify.margin import MarginCertificate, margin_certify, margin_radius
 from certify.result import CertificationResult
@@ -30,6 +31,7 @@ from certify.smoothing import (
 )
 
 __all__ = [
+    "AttackResult",
     "CancellationCheck",
     "CertificationCancelled",
     "CertificationResult",
@@ -47,9 +49,11 @@ __all__ = [
     "gaussian_smoothing_radius",
     "geometric_checkpoints",
     "is_stochastic",
+    "margin_attack",
     "margin_certify",
     "margin_radius",
     "model_device",
+    "smoothing_attack",
     "smoothing_certify",
     "smoothing_predict",
 ]
