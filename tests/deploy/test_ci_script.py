@@ -1,8 +1,11 @@
-"""CI runs the deployment tests for real: a missing tool fails them instead of skipping."""
+"""CI runs the deployment tests for real (a missing tool fails them instead of skipping), and
+both suites, the default and the slow one, each timed."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -29,3 +32,38 @@ def test_a_missing_tool_skips_on_a_developer_machine(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match=MISSING):
         require_binary(MISSING)
+
+
+def run_suite_function() -> str:
+    script = (ROOT / ".ci" / "run").read_text()
+    match = re.search(r"^run_suite\(\) \{\n.*?^\}\n", script, re.M | re.S)
+    assert match, ".ci/run defines no run_suite function"
+    return match.group(0)
+
+
+def test_ci_runs_the_default_suite_and_the_slow_one():
+    script = (ROOT / ".ci" / "run").read_text()
+    calls = re.findall(r'^\s*run_suite "([^"]+)" (.*)$', script, re.M)
+    assert calls == [("default suite", "-q"), ("slow suite", "-q -m slow")]
+
+
+@pytest.mark.parametrize(
+    ("pytest_exit", "ci_exit"), [(0, 0), (1, 1), (5, 1)], ids=["passed", "failed", "no tests"]
+)
+def test_each_suite_prints_its_duration_and_fails_ci_when_it_fails(tmp_path, pytest_exit, ci_exit):
+    fake = tmp_path / "pytest"
+    fake.write_text(f'#!/bin/sh\necho "pytest $*"\nexit {pytest_exit}\n')
+    fake.chmod(0o755)
+    shell = f'{run_suite_function()}\nrun_suite "default suite" -q -m slow\nexit $?\n'
+    done = subprocess.run(
+        ["bash", "-c", shell],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"},
+        check=False,
+    )
+    assert done.returncode == ci_exit, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "pytest -q -m slow"
+    assert re.fullmatch(r"default suite: \d+ s", lines[1]), lines
+    assert ("collected no tests" in done.stderr) == (pytest_exit == 5)
