@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -155,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    # The commands say what happened themselves; log records are shown by the commands that
+    # configure logging (serve, worker), not printed a second time by Python's last resort.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         return args.handler(args)
     except (ValueError, LookupError) as error:
