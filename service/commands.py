@@ -237,6 +237,8 @@ def _methods(text: str) -> list[str]:
 
 def add_service_commands(sub: argparse._SubParsersAction) -> None:
     """``serve``, ``worker`` and ``certify`` on the ``hycas`` parser."""
+    from workers.methods import DEFAULT_METHODS, REGISTRY
+
     serve = sub.add_parser(
         "serve",
         help="run the HTTP API (embedded job runner unless HYCAS_REDIS_URL is set)",
@@ -266,7 +268,10 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     certify.add_argument("--model", required=True, help="model id, e.g. digits-hycas")
     certify.add_argument("--model-version", default=None, help="default: the latest")
     certify.add_argument(
-        "--methods", type=_methods, default=None, help="comma-separated (default smoothing,margin)"
+        "--methods",
+        type=_methods,
+        default=None,
+        help=f"comma-separated, of {', '.join(REGISTRY)} (default {','.join(DEFAULT_METHODS)})",
     )
     certify.add_argument("--sigma", type=float, default=None, help="default: the card's sigma")
     certify.add_argument("--alpha", type=float, default=None)

@@ -15,6 +15,7 @@ from workers.certification import (
     Seed,
 )
 from workers.jobs import BatchRecord, JobError, JobRecord, JobStatus
+from workers.methods import DEFAULT_METHODS, REGISTRY
 from workers.model_cache import LoadedModel, VersionStatus
 
 
@@ -25,7 +26,10 @@ class CertifyOptions(BaseModel):
 
     version: str | None = Field(default=None, description="model version; default: the latest")
     methods: tuple[CertificationMethod, ...] | None = Field(
-        default=None, description="certificates to compute; default: smoothing and margin"
+        default=None,
+        description="certificates to compute, in order (the first is the primary one); "
+        f"default: {', '.join(DEFAULT_METHODS)}. "
+        + " ".join(f"`{m.name}`: {m.summary}." for m in REGISTRY.values()),
     )
     sigma: float | None = Field(
         default=None, description="smoothing noise; one the model's card supports"
@@ -237,7 +241,8 @@ class ModelResource(BaseModel):
     input_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     sigmas: tuple[float, ...]
-    lipschitz_bound: float
+    lipschitz_bound: float | None
+    """``None`` for a network with no certified bound: smoothing only, margin refused."""
     sha256: str
     card: dict[str, Any]
 

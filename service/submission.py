@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 import redis
 from kombu.exceptions import OperationalError
@@ -37,9 +38,10 @@ from service.schemas import CertifyOptions
 from service.uploads import ImageUpload
 from workers import metrics
 from workers.admission import BacklogFull, BacklogLimits
-from workers.certification import DEFAULT_METHODS, CertificationMethod, CertificationParameters
+from workers.certification import CertificationParameters
 from workers.dispatch import JobDispatcher
 from workers.jobs import BatchItem, BatchRecord, JobError, JobRecord, JobStatus, Progress
+from workers.methods import DEFAULT_METHODS, CertificationMethod, method
 from workers.model_cache import (
     LoadedModel,
     ModelCache,
@@ -66,6 +68,26 @@ def _bounded(name: str, requested: int | None, default: int, upper: int, setting
     return value
 
 
+def require_method_options(
+    methods: Sequence[CertificationMethod], options: CertifyOptions, loaded: LoadedModel
+) -> None:
+    """Refuse (422) a method whose required option is missing, or that needs a certified
+    Lipschitz bound the model does not have; what each method needs is in its registration."""
+    for name in methods:
+        registered = method(name)
+        for option in registered.requires:
+            if getattr(options, option) is None:
+                what = CertifyOptions.model_fields[option].description
+                raise InvalidRequest(f"the {name} method needs {option} ({what})")
+        if registered.needs_lipschitz_bound and loaded.lipschitz_bound is None:
+            raise InvalidRequest(
+                f"the {name} method needs a certified Lipschitz bound, and {loaded.model_id} "
+                f"v{loaded.version} has no certified Lipschitz bound; use smoothing or "
+                "radius_test",
+                code="no_lipschitz_bound",
+            )
+
+
 def resolve_parameters(
     options: CertifyOptions, loaded: LoadedModel, settings: Settings
 ) -> CertificationParameters:
@@ -84,9 +106,8 @@ def resolve_parameters(
         raise ParameterOutOfBounds(
             f"alpha={alpha:g} is out of bounds; it must lie in [{MIN_ALPHA:g}, 0.5)"
         )
+    require_method_options(methods, options, loaded)
     target_radius = options.target_radius
-    if CertificationMethod.RADIUS_TEST in methods and target_radius is None:
-        raise InvalidRequest("the radius_test method needs target_radius (an L2 radius)")
     return CertificationParameters(
         methods=tuple(methods),
         sigma=sigma,

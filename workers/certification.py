@@ -7,10 +7,8 @@ certificate of a job replays from the job's one seed: each method is called with
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
@@ -26,28 +24,12 @@ from pydantic import (
 
 import certify
 from certify.seeds import SEED_BITS
-from workers.guarantees import (
-    abstention_reason,
-    margin_guarantee,
-    prediction_note,
-    radius_test_guarantee,
-    smoothing_guarantee,
-)
+from workers.guarantees import prediction_note
 from workers.identity import worker_name
+from workers.methods import DEFAULT_METHODS as DEFAULT_METHODS
+from workers.methods import CertificationMethod, method
 from workers.model_cache import LoadedModel
 from workers.version import package_version
-
-
-class CertificationMethod(enum.StrEnum):
-    SMOOTHING = "smoothing"
-    """Cohen et al.'s CERTIFY for the smoothed classifier (``certify.smoothing_certify``)."""
-    MARGIN = "margin"
-    """The Lipschitz margin of the frozen ensemble ``F_K`` (``certify.margin_certify``)."""
-    RADIUS_TEST = "radius_test"
-    """The sequential test at ``target_radius`` (``certify.certify_at_radius``)."""
-
-
-DEFAULT_METHODS = (CertificationMethod.SMOOTHING, CertificationMethod.MARGIN)
 
 
 def _seed_from_text(value: object) -> object:
@@ -111,11 +93,9 @@ class CertificationParameters(BaseModel):
     seed: Seed
     """Seed of every certificate of the job (each method replays from it)."""
 
-    def samples_planned(self, method: CertificationMethod) -> int:
-        """Forward passes ``method`` plans: CERTIFY's ``n0 + n``, the test's budget, or K."""
-        if method is CertificationMethod.MARGIN:
-            return self.ensemble
-        return self.n0 + self.n
+    def samples_planned(self, name: CertificationMethod) -> int:
+        """Model evaluations the method ``name`` plans with these parameters."""
+        return method(name).plans(self)
 
     @property
     def total_samples_planned(self) -> int:
@@ -168,6 +148,8 @@ class Certificate(BaseModel):
     classifier: str
     """Which classifier the radius is about: ``smoothed`` g, or the ``frozen_ensemble`` F_K."""
     guarantee: str
+    samples: int
+    """Model evaluations it made: noisy samples, or forward passes of frozen draws."""
     details: dict[str, Any]
     """Every field of the library's result (``to_dict()``): counts, bounds, seeds, parameters;
     in JSON every seed is a string, as ``Seed`` writes it."""
@@ -206,7 +188,8 @@ class ModelProvenance(BaseModel):
     id: str
     version: str
     sha256: str
-    lipschitz_bound: float
+    lipschitz_bound: float | None
+    """``None`` for a network with no certified bound (certified by smoothing only)."""
 
 
 class Timings(BaseModel):
@@ -246,88 +229,6 @@ ProgressCallback = Callable[[int, int], None]
 """``(samples_done, samples_planned)`` over all the job's certificates."""
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """What one method gives: the label (``None``: abstained), radius, and what they are about."""
-
-    label: int | None
-    radius: float
-    classifier: str
-    guarantee: str
-    result: certify.CertificationResult
-
-
-def _smoothing(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> _Outcome:
-    result = certify.smoothing_certify(
-        loaded.model,
-        image,
-        sigma=parameters.sigma,
-        n0=parameters.n0,
-        n=parameters.n,
-        alpha=parameters.alpha,
-        batch_size=parameters.batch_size,
-        seed=parameters.seed,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    return _Outcome(result.label, result.radius, "smoothed", smoothing_guarantee(result), result)
-
-
-def _margin(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> _Outcome:
-    result = certify.margin_certify(
-        loaded.model, image, ensemble=parameters.ensemble, seed=parameters.seed
-    )
-    progress(result.ensemble, result.ensemble)
-    guarantee = margin_guarantee(result)
-    return _Outcome(result.label, result.radius, "frozen_ensemble", guarantee, result)
-
-
-def _radius_test(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> _Outcome:
-    assert parameters.target_radius is not None  # the gateway requires it for this method
-    result = certify.certify_at_radius(
-        loaded.model,
-        image,
-        parameters.target_radius,
-        sigma=parameters.sigma,
-        alpha=parameters.alpha,
-        max_samples=parameters.n,
-        batch_size=parameters.batch_size,
-        seed=parameters.seed,
-        n0=parameters.n0,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    certified = result.decision is certify.RadiusDecision.CERTIFIED
-    guarantee = radius_test_guarantee(result)
-    label = result.label if certified else None
-    return _Outcome(label, result.radius if certified else 0.0, "smoothed", guarantee, result)
-
-
-_METHODS = {
-    CertificationMethod.SMOOTHING: _smoothing,
-    CertificationMethod.MARGIN: _margin,
-    CertificationMethod.RADIUS_TEST: _radius_test,
-}
-
-
 def certify_image(
     loaded: LoadedModel,
     image: torch.Tensor,
@@ -352,27 +253,29 @@ def certify_image(
     reasons: dict[CertificationMethod, str | None] = {}
     samples_before = 0
     started = time.perf_counter()
-    for method in parameters.methods:
+    for name in parameters.methods:
+        registered = method(name)
 
         def report_progress(done: int, _planned: int, offset: int = samples_before) -> None:
             if progress is not None:
                 progress(offset + done, planned_total)
 
         method_started = time.perf_counter()
-        outcome = _METHODS[method](loaded, image, parameters, report_progress, should_cancel)
-        certificates[method] = Certificate(
-            method=method,
+        outcome = registered.run(loaded, image, parameters, report_progress, should_cancel)
+        certificates[name] = Certificate(
+            method=name,
             label=outcome.label,
             class_name=loaded.class_name(outcome.label),
             radius=outcome.radius,
             abstained=outcome.label is None,
-            classifier=outcome.classifier,
+            classifier=registered.classifier,
             guarantee=outcome.guarantee,
+            samples=outcome.samples,
             details=outcome.result.to_dict(),
             seconds=time.perf_counter() - method_started,
         )
-        reasons[method] = abstention_reason(outcome.result)
-        samples_before += parameters.samples_planned(method)
+        reasons[name] = outcome.abstention_reason
+        samples_before += registered.plans(parameters)
         if progress is not None:
             progress(samples_before, planned_total)
 

@@ -31,9 +31,10 @@ import torch
 
 import certify
 from workers import metrics
-from workers.certification import CertificationMethod, CertificationReport, certify_image
+from workers.certification import CertificationReport, certify_image
 from workers.heartbeat import Holder, JobHeartbeat
 from workers.jobs import JobError, JobRecord, JobStatus, Progress
+from workers.methods import method as registered_method
 from workers.model_cache import ModelCache, UnknownModelError
 from workers.store import JobStore
 
@@ -382,5 +383,5 @@ class JobRunner:
                 metrics.CERTIFIED_RADIUS.labels(model=model_id, method=method.value).observe(
                     certificate.radius
                 )
-            if method is not CertificationMethod.MARGIN:
-                metrics.NOISY_SAMPLES.labels(model=model_id).inc(certificate.details["samples"])
+            if registered_method(method).noisy_samples:
+                metrics.NOISY_SAMPLES.labels(model=model_id).inc(certificate.samples)
