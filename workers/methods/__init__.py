@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from workers.methods.base import REGISTRY, Method, MethodOutcome, register_method
+from workers.methods.base import REGISTRY, Method, MethodCall, MethodOutcome, register_method
 from workers.methods.margin import MARGIN
 from workers.methods.radius_test import RADIUS_TEST
 from workers.methods.smoothing import SMOOTHING
@@ -39,6 +39,7 @@ __all__ = [
     "REGISTRY",
     "CertificationMethod",
     "Method",
+    "MethodCall",
     "MethodOutcome",
     "method",
     "register_method",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -41,15 +41,16 @@ class MethodOutcome:
     result: certify.CertificationResult
 
 
-class MethodRunner(Protocol):
-    def __call__(
-        self,
-        loaded: LoadedModel,
-        image: torch.Tensor,
-        parameters: CertificationParameters,
-        progress: certify.ProgressCallback,
-        should_cancel: certify.CancellationCheck | None,
-    ) -> MethodOutcome: ...
+@dataclass(frozen=True)
+class MethodCall:
+    """One method's run on one image: the model, the ``[C, H, W]`` image in ``[0, 1]``, the
+    job's resolved parameters, and the progress and cancellation hooks of the job."""
+
+    loaded: LoadedModel
+    image: torch.Tensor
+    parameters: CertificationParameters
+    progress: certify.ProgressCallback
+    should_cancel: certify.CancellationCheck | None
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Method:
     """The job parameters it reads (``sigma``, ``alpha``, ``n0``, ``n``, ``ensemble``, …)."""
     plans: Callable[[CertificationParameters], int]
     """Model evaluations it plans for the given parameters (the job's progress is their sum)."""
-    run: MethodRunner
+    run: Callable[[MethodCall], MethodOutcome]
     requires: tuple[str, ...] = ()
     """Parameters without a default that a request must set to use it (e.g. ``target_radius``)."""
     noisy_samples: bool = True

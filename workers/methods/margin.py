@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from workers.methods.base import Method, MethodOutcome
-
-if TYPE_CHECKING:
-    import torch
-
-    import certify
-    from workers.certification import CertificationParameters
-    from workers.model_cache import LoadedModel
+from workers.methods.base import Method, MethodCall, MethodOutcome
 
 
-def run(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> MethodOutcome:
+def run(call: MethodCall) -> MethodOutcome:
     """``certify.margin_certify`` with K = the job's ``ensemble`` frozen draws from its seed."""
     import certify
     from workers.guarantees import abstention_reason, margin_guarantee
 
+    parameters = call.parameters
     result = certify.margin_certify(
-        loaded.model, image, ensemble=parameters.ensemble, seed=parameters.seed
+        call.loaded.model, call.image, ensemble=parameters.ensemble, seed=parameters.seed
     )
-    progress(result.ensemble, result.ensemble)
+    call.progress(result.ensemble, result.ensemble)
     return MethodOutcome(
         label=result.label,
         radius=result.radius,

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from workers.methods.base import Method, MethodOutcome
-
-if TYPE_CHECKING:
-    import torch
-
-    import certify
-    from workers.certification import CertificationParameters
-    from workers.model_cache import LoadedModel
+from workers.methods.base import Method, MethodCall, MethodOutcome
 
 
-def run(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> MethodOutcome:
+def run(call: MethodCall) -> MethodOutcome:
     """``certify.certify_at_radius`` at the job's ``target_radius`` with a budget of n."""
     import certify
     from workers.guarantees import abstention_reason, radius_test_guarantee
 
+    parameters = call.parameters
     result = certify.certify_at_radius(
-        loaded.model,
-        image,
+        call.loaded.model,
+        call.image,
         parameters.target_radius,
         sigma=parameters.sigma,
         alpha=parameters.alpha,
@@ -35,8 +21,8 @@ def run(
         batch_size=parameters.batch_size,
         seed=parameters.seed,
         n0=parameters.n0,
-        progress=progress,
-        should_cancel=should_cancel,
+        progress=call.progress,
+        should_cancel=call.should_cancel,
     )
     certified = result.decision is certify.RadiusDecision.CERTIFIED
     return MethodOutcome(

@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from workers.methods.base import Method, MethodOutcome
-
-if TYPE_CHECKING:
-    import torch
-
-    import certify
-    from workers.certification import CertificationParameters
-    from workers.model_cache import LoadedModel
+from workers.methods.base import Method, MethodCall, MethodOutcome
 
 
-def run(
-    loaded: LoadedModel,
-    image: torch.Tensor,
-    parameters: CertificationParameters,
-    progress: certify.ProgressCallback,
-    should_cancel: certify.CancellationCheck | None,
-) -> MethodOutcome:
+def run(call: MethodCall) -> MethodOutcome:
     """``certify.smoothing_certify`` at the job's σ, α, n0, n, batch size and seed."""
     import certify
     from workers.guarantees import abstention_reason, smoothing_guarantee
 
+    parameters = call.parameters
     result = certify.smoothing_certify(
-        loaded.model,
-        image,
+        call.loaded.model,
+        call.image,
         sigma=parameters.sigma,
         n0=parameters.n0,
         n=parameters.n,
         alpha=parameters.alpha,
         batch_size=parameters.batch_size,
         seed=parameters.seed,
-        progress=progress,
-        should_cancel=should_cancel,
+        progress=call.progress,
+        should_cancel=call.should_cancel,
     )
     return MethodOutcome(
         label=result.label,
