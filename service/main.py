@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.api.errors import install_error_handlers
 from service.api.routes import batches, health, jobs, metrics, models
 from service.core.config import Settings
-from service.errors import install_error_handlers
 from service.metrics import RequestMetricsMiddleware
 from service.runtime import create_runtime
 from workers.model_cache import ModelSource
