@@ -18,8 +18,7 @@ import math
 
 from models.card import IntendedInput
 from service.errors import InputMismatch
-from service.imaging import DecodedImage
-from workers.certification import InputDescription
+from service.imaging import DecodedImage, InputDescription
 from workers.model_cache import LoadedModel
 
 ASPECT_TOLERANCE = 1.05

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.imaging.description import InputDescription
 from workers.certification import (
     CertificationMethod,
     CertificationParameters,
     CertificationReport,
-    InputDescription,
     Seed,
 )
 from workers.jobs import BatchRecord, JobError, JobRecord, JobStatus

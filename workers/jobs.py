@@ -11,10 +11,10 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.imaging.description import InputDescription
 from workers.certification import (
     CertificationParameters,
     CertificationReport,
-    InputDescription,
 )
 
 

@@ -6,7 +6,8 @@ import uuid
 
 import numpy as np
 
-from workers.certification import DEFAULT_METHODS, CertificationParameters, InputDescription
+from service.imaging.description import InputDescription
+from workers.certification import DEFAULT_METHODS, CertificationParameters
 from workers.jobs import JobRecord, Progress
 
 

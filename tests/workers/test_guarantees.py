@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import certify
+from service.imaging.description import InputDescription
 from tests.certify.classifiers import LinearBinaryClassifier
 from tests.workers.records import parameters
 from tests.workers.small_models import SmallModelSource
 from workers.certification import (
     CertificationMethod,
     CertificationReport,
-    InputDescription,
     certify_image,
 )
 from workers.guarantees import margin_guarantee, rounded_down
