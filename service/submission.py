@@ -215,6 +215,8 @@ class JobService:
         except BacklogFull as full:
             for job in jobs:
                 self.store.delete_image(job.image_key)
+            if full.retry_after is None:
+                raise ParameterOutOfBounds(full.message, code="exceeds_backlog_limit") from None
             logger.info("event=backlog_full jobs=%d retry_after=%d", len(jobs), full.retry_after)
             raise TooManyRequests(full.message, retry_after=full.retry_after) from None
 

@@ -47,9 +47,10 @@ class BacklogUsage:
 
 
 class BacklogFull(Exception):
-    """The request would push the backlog past a limit; retry after ``retry_after`` seconds."""
+    """The request would push the backlog past a limit; retry after ``retry_after`` seconds,
+    or never (``None``): the request alone is larger than the limit, so waiting cannot help."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int | None) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
@@ -100,6 +101,12 @@ def refusal(
             ),
         ]
     for used, requested, limit, what, setting, weight in checks:
+        if requested > limit:
+            return BacklogFull(
+                f"this request alone plans {requested:,} {what}, more than the backlog limit "
+                f"of {limit:,} ({setting}); send fewer images or fewer samples (n)",
+                None,
+            )
         if used + requested > limit:
             retry_after = _drain_seconds((used + requested - limit) * weight, limits)
             return BacklogFull(

@@ -142,11 +142,22 @@ def test_the_api_answers_429_with_retry_after_and_a_batch_is_all_or_nothing():
         store = client.app.state.runtime.store
         assert store.backlog().jobs == 0
         images = [{"image": np.full((8, 8), 0.5).tolist()} for _ in range(4)]
+        # Larger than the limit on its own: no wait would help, so it is a 422, not a 429.
         batch = client.post(
             "/v1/batches", json={"model": SMALL_MODEL_ID, "images": images}, headers=headers
         )
+        assert batch.status_code == 422, batch.text
+        assert batch.json()["error"]["code"] == "exceeds_backlog_limit"
+        assert "Retry-After" not in batch.headers and store.backlog().jobs == 0
+        single = client.post("/v1/certify", json=request, headers=headers)
+        assert single.status_code == 202
+        batch = client.post(
+            "/v1/batches", json={"model": SMALL_MODEL_ID, "images": images[:3]}, headers=headers
+        )
         assert batch.status_code == 429, batch.text
-        assert store.backlog().jobs == 0
+        assert store.backlog().jobs == 1  # all or nothing: none of the three was stored
+        client.delete(single.json()["url"], headers=headers)
+        wait_until_finished(client, single.json()["id"], headers=headers)
         batch = client.post(
             "/v1/batches", json={"model": SMALL_MODEL_ID, "images": images[:3]}, headers=headers
         )
