@@ -5,7 +5,10 @@ sub-folder names in sorted order, or the given ``class_names`` (a model's, or th
 split's), which label each sub-folder by its name: a split may then lack classes but not add
 any. Files Pillow cannot read are an error, not skipped. Images are grey (one channel) when
 every image is grey, RGB otherwise; all must share one size unless ``size`` is given, in which
-case they are resized (bilinear) and the recipe says so.
+case they are resized and the recipe says so. Pixels are read as the service reads a PNG or
+JPEG (8- or 16-bit samples; other modes converted to L or RGB) and then take the service's own
+preparation (:func:`models.image_preparation.prepare_image`), so a file gives the model the
+same tensor in training, evaluation and serving.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from models.data.dataset import ImageDataset, class_indices
+from models.image_preparation import prepare_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
-def _pixels(image: Image.Image, channels: int) -> np.ndarray:
-    """``[C, H, W]`` float32 in [0, 1]; 16-bit grey keeps its full range."""
-    if channels == 1 and image.mode.startswith("I;16"):
-        return (np.asarray(image, dtype=np.float32) / 65535.0)[None]
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+def _samples(image: Image.Image) -> np.ndarray:
+    """``[H, W]`` or ``[H, W, 3]`` samples as the service's raster decoder reads them: 16-bit
+    grey as uint16, L and RGB as uint8, grey modes converted to L and the others to RGB."""
+    if image.mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.uint16)
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("L" if image.mode in _GREY_MODES else "RGB")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def load_image_folder(
@@ -74,16 +80,21 @@ def load_image_folder(
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot read image {path}: {error}") from error
     channels = 1 if all(image.mode in _GREY_MODES for image in opened) else 3
-    if size is not None:
-        opened = [image.resize((size[1], size[0]), Image.Resampling.BILINEAR) for image in opened]
     sizes = {image.size for image in opened}
-    if len(sizes) > 1:
+    if size is None and len(sizes) > 1:
         raise ValueError(
             f"images under {root} have different sizes {sorted(sizes)}; pass a size to resize"
         )
-    images = torch.from_numpy(np.stack([_pixels(image, channels) for image in opened]))
+    height, width = size if size is not None else opened[0].size[::-1]
+    input_shape = (channels, height, width)
+    images = torch.from_numpy(
+        np.stack([prepare_image(_samples(image), input_shape)[0] for image in opened])
+    )
     if size is not None:
-        recipe += f", resized (bilinear) to {size[0]}×{size[1]}"
+        recipe += (
+            f", resized to {height}×{width} (bilinear, antialiased when shrinking; "
+            "models.image_preparation)"
+        )
     return ImageDataset(
         name=f"image-folder:{root.name}",
         split=split,
