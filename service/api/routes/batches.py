@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import CallerDep, JobServiceDep, SettingsDep
 from service.api.openapi import BINARY, request_body
-from service.api.routes.jobs import ERRORS
+from service.api.routes.jobs import ERRORS, SUBMISSION_ERRORS
 from service.schemas import BatchRequest, BatchResource
 from service.uploads import parse_batch_request
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["batches"])
     response_model=BatchResource,
     responses={
         200: {"model": BatchResource, "description": "every item finished within `wait`"},
-        **ERRORS,
+        **SUBMISSION_ERRORS,
     },
     openapi_extra=request_body(BatchRequest, {"files": {"type": "array", "items": BINARY}}),
     summary="Certify many images with one model and shared parameters",

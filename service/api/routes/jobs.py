@@ -14,14 +14,32 @@ from service.uploads import parse_certify_request
 
 router = APIRouter(prefix="/v1", tags=["certify"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)}
+SUBMISSION_ERRORS = {
+    **ERRORS,
+    408: {"model": ErrorResponse, "description": "the body did not arrive in time"},
+    429: {
+        "model": ErrorResponse,
+        "description": "the backlog of unfinished jobs is full; retry after `Retry-After`",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the backlog has room, estimated",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    },
+}
+"""What a submission can answer besides the errors of every route: 408 and 429."""
 
 
 @router.post(
     "/certify",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobResource,
-    responses={200: {"model": JobResource, "description": "finished within `wait`"}, **ERRORS},
+    responses={
+        200: {"model": JobResource, "description": "finished within `wait`"},
+        **SUBMISSION_ERRORS,
+    },
     openapi_extra=request_body(CertifyRequest, {"file": BINARY}),
     summary="Certify one image",
 )
