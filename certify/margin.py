@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from certify.classifier import declared_lipschitz_bound, is_stochastic
 from certify.result import CertificationResult
 from certify.rounding import round_down
-from certify.sampling import check_logits, is_stochastic, model_device, require_ieee_float32
+from certify.sampling import check_logits, model_device, require_ieee_float32
 from certify.seeds import derive_seeds
 from certify.validation import (
     float32_rounding_offset,
@@ -78,13 +79,14 @@ def frozen_ensemble_logits(
 def _lipschitz_of(model: Any, lipschitz: float | None) -> tuple[float, str]:
     if lipschitz is not None:
         return validate_lipschitz(lipschitz, "argument"), "argument"
-    bound = getattr(model, "lipschitz_bound", None)
-    if not callable(bound):
+    bound = declared_lipschitz_bound(model)
+    if bound is None:
         raise ValueError(
-            f"{type(model).__name__} has no lipschitz_bound(); pass lipschitz= with a certified "
-            "L2 bound of its input-to-logits map, or use smoothing_certify instead"
+            f"{type(model).__name__} has no certified Lipschitz bound (its lipschitz_bound() is "
+            "missing or None); pass lipschitz= with a certified L2 bound of its input-to-logits "
+            "map, or use smoothing_certify instead"
         )
-    return validate_lipschitz(bound(), "model.lipschitz_bound()"), "model"
+    return validate_lipschitz(bound, "model.lipschitz_bound()"), "model"
 
 
 def margin_certify(

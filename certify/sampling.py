@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from certify.classifier import is_stochastic
 from certify.seeds import derive_seeds
 
 NOISE_STREAMS = 4
@@ -80,11 +81,6 @@ def require_ieee_float32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def is_stochastic(model: Any) -> bool:
-    """Whether the model declares internal randomness Ω (``model.stochastic``)."""
-    return bool(getattr(model, "stochastic", False))
 
 
 def check_logits(logits: Any, batch_size: int) -> torch.Tensor:

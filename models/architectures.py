@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from torch import nn
-
 from models.baselines import build_lipschitz_baseline, build_plain_cnn
 from models.hycas import build_hycas
+from models.protocol import CertifiableModel
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+ARCHITECTURES: dict[str, Callable[..., CertifiableModel]] = {
     "hycas": build_hycas,
     "cnn": build_plain_cnn,
 }
 """Architectures a card can name; each builder takes ``(input_shape, num_classes, **config)``."""
 
-TRAINABLE_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+TRAINABLE_ARCHITECTURES: dict[str, Callable[..., CertifiableModel]] = {
     **ARCHITECTURES,
     "lipschitz": build_lipschitz_baseline,
 }
@@ -31,7 +30,7 @@ def build_model(
     config: Mapping[str, Any] | None = None,
     *,
     trainable: bool = False,
-) -> nn.Module:
+) -> CertifiableModel:
     """A fresh network of ``architecture``; ``trainable=True`` also accepts the aliases of
     :data:`TRAINABLE_ARCHITECTURES`."""
     builders = TRAINABLE_ARCHITECTURES if trainable else ARCHITECTURES

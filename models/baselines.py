@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
+from models.card import Normalization
 from models.hycas import HyCAS, build_hycas
+from models.protocol import CertifiableModel, OmegaGenerator
 
 LIPSCHITZ_BASELINE_OPTIONS: dict[str, Any] = {
     "random_projection": False,
@@ -53,10 +57,12 @@ class PlainCNNConfig:
         return dataclasses.asdict(self)
 
 
-class PlainCNN(nn.Module):
+class PlainCNN(nn.Module, CertifiableModel):
     """``normalize → (conv 3×3, ReLU) ×2 → max-pool 2 → (conv 3×3, ReLU) ×2 → avg-pool to 4×4
     → linear → ReLU → linear``: a classifier with no Lipschitz constraint and no internal
-    randomness (``stochastic = False``)."""
+    randomness. As a :class:`models.protocol.CertifiableModel` it is not ``stochastic`` (its
+    ``generator``, ``omega_seed`` and ``frozen`` have no effect) and its
+    ``lipschitz_bound()`` is ``None``."""
 
     stochastic = False
 
@@ -98,8 +104,29 @@ class PlainCNN(nn.Module):
             nn.Linear(config.hidden, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        *,
+        generator: OmegaGenerator | None = None,
+        omega_seed: int | None = None,
+    ) -> torch.Tensor:
+        if generator is not None and omega_seed is not None:
+            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
         return self.classifier(self.features((x - self.mean) / self.std))
+
+    @contextmanager
+    def frozen(self, seed: int) -> Iterator[PlainCNN]:
+        yield self
+
+    def lipschitz_bound(self) -> None:
+        return None
+
+    def normalization(self) -> Normalization:
+        return Normalization(
+            mean=tuple(float(v) for v in self.mean.flatten()),
+            scale=tuple(float(v) for v in (1.0 / self.std).flatten()),
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary in the shape of :meth:`models.HyCAS.describe` (no bound)."""

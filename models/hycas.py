@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from models.card import Normalization
 from models.layers import (
     AdditiveSkip,
     AOLConv2d,
@@ -42,6 +43,7 @@ from models.layers import (
     Standardize,
     StochasticAttention,
 )
+from models.protocol import CertifiableModel, OmegaGenerator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,11 +184,14 @@ def _hybrid_block(
     return ConvexResidual(body)
 
 
-class HyCAS(LipschitzModule):
+class HyCAS(LipschitzModule, CertifiableModel):
     """A HyCAS classifier ``x ↦ s(x; Ω)``: logits for inputs in ``[0, 1]^{C×H×W}``.
 
+    It implements :class:`models.protocol.CertifiableModel`:
+
     - ``model(x)`` draws a fresh Ω for every sample (the stochastic base classifier);
-    - ``model(x, generator=g)`` draws them from ``g`` (reproducible smoothing);
+    - ``model(x, generator=g)`` draws them from ``g`` (reproducible smoothing), or from one
+      generator per segment of the batch (``generator=[(g1, n1), (g2, n2)]``);
     - ``model(x, omega_seed=s)`` or ``with model.frozen(s):`` uses one Ω from seed ``s`` for
       the whole batch (a deterministic classifier, for the margin certificate).
 
@@ -194,7 +199,8 @@ class HyCAS(LipschitzModule):
     """
 
     stochastic = True
-    """Protocol flag for :mod:`certify`: forward accepts ``generator`` and ``omega_seed``."""
+    """Ω is drawn in every forward pass (also for the Lipschitz baseline, whose config makes
+    every draw have no effect)."""
 
     def __init__(
         self, input_shape: tuple[int, int, int], num_classes: int, config: HyCASConfig
@@ -275,7 +281,7 @@ class HyCAS(LipschitzModule):
         self,
         x: torch.Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: OmegaGenerator | None = None,
         omega_seed: int | None = None,
     ) -> torch.Tensor:
         self.validate_input(x)
@@ -299,6 +305,13 @@ class HyCAS(LipschitzModule):
 
     def lipschitz_bound(self) -> float:
         return self.body.lipschitz_bound()
+
+    def normalization(self) -> Normalization:
+        standardize = self.body.layers["standardize"]
+        return Normalization(
+            mean=tuple(float(v) for v in standardize.mean.flatten()),
+            scale=tuple(float(v) for v in standardize.scale.flatten()),
+        )
 
     def layer_bounds(self) -> dict[str, float]:
         return self.body.layer_bounds()

@@ -30,14 +30,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torch import nn
 
 from models.architectures import build_model
-from models.baselines import PlainCNN
-from models.card import DatasetRecord, IntendedInput, ModelCard, Normalization, TrainingRecord
-from models.data.dataset import CHANNEL_ORDERS
+from models.card import DatasetRecord, IntendedInput, ModelCard, TrainingRecord
 from models.devices import resolve_device
-from models.hycas import HyCAS
+from models.protocol import CertifiableModel
 from models.version import package_version
 
 MODEL_REPOSITORY_ENV = "HYCAS_MODEL_REPOSITORY"
@@ -195,7 +192,7 @@ def load(
     *,
     repository: str | Path | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, ModelCard]:
+) -> tuple[CertifiableModel, ModelCard]:
     """The model ``model_id`` at ``version`` (the latest when ``None``) in eval mode on
     ``device`` (the CPU by default; ``auto`` picks CUDA when available), and its card.
 
@@ -236,16 +233,16 @@ def load(
     return model, card
 
 
-def _check_bound(model: nn.Module, card: ModelCard) -> None:
-    bound_fn = getattr(model, "lipschitz_bound", None)
-    if bound_fn is None:
+def _check_bound(model: CertifiableModel, card: ModelCard) -> None:
+    bound = model.lipschitz_bound()
+    if bound is None:
         if card.lipschitz_bound is not None:
             raise ModelIntegrityError(
                 f"the card of {card.id!r} records a Lipschitz bound but {card.architecture} "
                 "has none"
             )
         return
-    bound = float(bound_fn())
+    bound = float(bound)
     if card.lipschitz_bound is None or not bound <= card.lipschitz_bound:
         raise ModelIntegrityError(
             f"refusing to load {card.id!r} version {card.version}: the loaded weights have a "
@@ -264,23 +261,8 @@ def _json_tree(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def normalization_of(model: nn.Module) -> Normalization:
-    """The per-channel ``(x − mean) · scale`` a HyCAS or plain CNN applies to its input."""
-    if isinstance(model, HyCAS):
-        standardize = model.body.layers["standardize"]
-        mean, scale = standardize.mean, standardize.scale
-    elif isinstance(model, PlainCNN):
-        mean, scale = model.mean, 1.0 / model.std
-    else:
-        raise ValueError(f"cannot package a {type(model).__name__}: not a HyCAS or PlainCNN")
-    return Normalization(
-        mean=tuple(float(v) for v in mean.flatten()),
-        scale=tuple(float(v) for v in scale.flatten()),
-    )
-
-
 def save_model(
-    model: nn.Module,
+    model: CertifiableModel,
     *,
     model_id: str,
     class_names: Sequence[str],
@@ -300,6 +282,9 @@ def save_model(
     for (its channel count must be the model's). The package appears atomically (written aside, then
     renamed into place).
     """
+    # Here, not at the top: importing the models package loads no dataset library.
+    from models.data.dataset import CHANNEL_ORDERS
+
     _check_model_id(model_id)
     root = _root(repository)
     existing = _versions(root, model_id)
@@ -332,7 +317,7 @@ def save_model(
         channel_order=CHANNEL_ORDERS[input_shape[0]],
         class_names=tuple(str(c) for c in class_names),
         sigma=float(sigma),
-        normalization=normalization_of(model),
+        normalization=model.normalization(),
         lipschitz_bound=None if bound is None else _round_up(float(bound), BOUND_DECIMALS),
         dataset=dataset,
         training=training,

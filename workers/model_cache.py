@@ -73,7 +73,8 @@ class LoadedModel:
     class_names: tuple[str, ...]
     sigmas: tuple[float, ...]
     """The smoothing noise levels the model was trained for (the card's training sigma)."""
-    lipschitz_bound: float
+    lipschitz_bound: float | None
+    """The network's certified L2 bound; ``None`` for one certified by smoothing only."""
     card: dict[str, Any]
     device: str
     load_seconds: float
@@ -168,7 +169,7 @@ def describe_package(model: torch.nn.Module, card: Any, load_seconds: float) -> 
         input_shape=tuple(int(d) for d in model.input_shape),  # type: ignore[arg-type]
         class_names=tuple(str(name) for name in card_dict["class_names"]),
         sigmas=(float(card_dict["sigma"]),),
-        lipschitz_bound=float(model.lipschitz_bound()),
+        lipschitz_bound=model.lipschitz_bound(),
         card=card_dict,
         device="cpu",
         load_seconds=load_seconds,

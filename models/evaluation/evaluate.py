@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 import certify
@@ -24,31 +23,31 @@ from models.evaluation.report import (
     certified_accuracy,
     summarize_certificate,
 )
+from models.protocol import CertifiableModel
 
 
-def has_lipschitz_bound(model: Any) -> bool:
+def has_lipschitz_bound(model: CertifiableModel) -> bool:
     """Whether the model states a certified Lipschitz bound (and so has a margin certificate)."""
-    return callable(getattr(model, "lipschitz_bound", None))
+    return model.lipschitz_bound() is not None
 
 
 @torch.inference_mode()
 def clean_predictions(
-    model: nn.Module, images: torch.Tensor, *, seed: int, batch_size: int
+    model: CertifiableModel, images: torch.Tensor, *, seed: int, batch_size: int
 ) -> torch.Tensor:
     """The base classifier's classes on clean images, a fresh Ω per image from ``seed``."""
     device = certify.model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
-    stochastic = certify.is_stochastic(model)
     predictions = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
-        logits = model(batch, generator=generator) if stochastic else model(batch)
+        logits = model(batch, generator=generator)
         predictions.append(logits.argmax(dim=1).cpu())
     return torch.cat(predictions)
 
 
 def evaluate_classifier(
-    model: nn.Module,
+    model: CertifiableModel,
     dataset: ImageDataset,
     settings: EvaluationSettings,
     *,

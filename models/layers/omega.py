@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from models.protocol import OmegaGenerator
+
 
 class OmegaSource:
     """Standard normal draws for the stochastic layers of one forward pass.
 
     Two modes:
     - fresh (``seed is None``): every sample of the batch gets its own Ω, drawn on ``device``
-      from ``generator`` (or the device's default generator);
+      from ``generator`` (or the device's default generator); ``generator`` may also be
+      segments ``[(g₁, n₁), (g₂, n₂), …]`` covering the batch in order, each segment drawing
+      from its own generator exactly what a batch of ``nᵢ`` samples alone would draw;
     - frozen (``seed`` given): one Ω shared by the whole batch, drawn on the CPU from a
       generator seeded with ``seed`` and then moved to ``device``, so a frozen Ω is the same
       on every device.
@@ -25,14 +29,24 @@ class OmegaSource:
         batch_size: int,
         device: torch.device,
         *,
-        generator: torch.Generator | None = None,
+        generator: OmegaGenerator | None = None,
         seed: int | None = None,
     ) -> None:
         if seed is not None and generator is not None:
             raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
         self.batch_size = batch_size
         self.device = device
-        self.generator = generator
+        self.generator: torch.Generator | None = None
+        self.segments: tuple[tuple[torch.Generator, int], ...] | None = None
+        if generator is None or isinstance(generator, torch.Generator):
+            self.generator = generator
+        else:
+            self.segments = tuple((g, int(count)) for g, count in generator)
+            counts = [count for _, count in self.segments]
+            if any(count < 1 for count in counts) or sum(counts) != batch_size:
+                raise ValueError(
+                    f"Ω segments of {counts} samples do not cover a batch of {batch_size}"
+                )
         self._frozen = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
 
     @property
@@ -44,6 +58,12 @@ class OmegaSource:
         if self._frozen is not None:
             draw = torch.randn((1, *shape), generator=self._frozen, dtype=torch.float32)
             return draw.to(self.device)
+        if self.segments is not None:
+            draws = [
+                torch.randn((count, *shape), generator=g, device=self.device, dtype=torch.float32)
+                for g, count in self.segments
+            ]
+            return torch.cat(draws)
         return torch.randn(
             (self.batch_size, *shape),
             generator=self.generator,

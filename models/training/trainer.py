@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from models.data import ImageDataset
+from models.protocol import CertifiableModel
 from models.training.losses import margin_cross_entropy, margin_offset
 
 
@@ -87,7 +87,7 @@ class TrainingRun:
 
 
 def train_classifier(
-    model: nn.Module,
+    model: CertifiableModel,
     dataset: ImageDataset,
     settings: TrainingSettings,
     *,
@@ -96,13 +96,11 @@ def train_classifier(
 ) -> TrainingRun:
     """Train ``model`` in place on ``dataset`` (see the module docstring for the objective)."""
     device = torch.device(device)
-    lipschitz_bound = getattr(model, "lipschitz_bound", None)
-    if settings.margin_weight > 0 and lipschitz_bound is None:
+    if settings.margin_weight > 0 and model.lipschitz_bound() is None:
         raise ValueError(
             f"the margin term needs a model with a certified Lipschitz bound; "
             f"{type(model).__name__} has none (use margin_weight=0)"
         )
-    stochastic = bool(getattr(model, "stochastic", False))
     model.to(device).train()
     images, labels = dataset.images.to(device), dataset.labels.to(device)
     order_generator = torch.Generator().manual_seed(settings.seed)
@@ -114,7 +112,7 @@ def train_classifier(
     )
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return model(x, generator=noise_generator) if stochastic else model(x)
+        return model(x, generator=noise_generator)
 
     started = time.perf_counter()
     epoch_losses: list[float] = []
@@ -124,7 +122,7 @@ def train_classifier(
         # L is re-read each epoch: it moves (≤ 2) as the weights change.
         offset = 0.0
         if settings.margin_weight > 0:
-            offset = margin_offset(settings.margin_radius, float(lipschitz_bound()))
+            offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
         total, correct = 0.0, 0
         for batch in torch.randperm(len(dataset), generator=order_generator).split(
             settings.batch_size

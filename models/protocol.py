@@ -1,0 +1,75 @@
+"""The model protocol: what every certifiable network of :mod:`models` offers.
+
+HyCAS (:class:`models.hycas.HyCAS`, which the Lipschitz baseline also is) and the plain CNN
+(:class:`models.baselines.PlainCNN`) implement :class:`CertifiableModel` explicitly; the
+repository, training, evaluation, the workers and the gateway read these members and nothing
+else. :mod:`certify` works with any classifier mapping ``[B, C, H, W]`` to ``[B, K]`` and reads
+only ``stochastic`` and ``lipschitz_bound()`` (see :mod:`certify.classifier`).
+
+This module imports torch and the card's types only, so :mod:`certify` and the gateway can
+name the protocol without building networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import torch
+
+from models.card import Normalization
+
+OmegaSegments = Sequence[tuple[torch.Generator, int]]
+"""Ω drawn per segment of a batch: ``(generator, count)`` pairs, in batch order, whose counts
+add up to the batch size. Each segment's samples draw their Ω from their own generator exactly
+as a batch of ``count`` samples alone would, so several jobs can share one forward pass."""
+
+OmegaGenerator = torch.Generator | OmegaSegments
+"""What ``forward(x, generator=...)`` accepts: one generator for the whole batch, or segments."""
+
+
+class CertifiableModel(Protocol):
+    """A classifier ``x ↦ s(x; Ω)`` from ``[0, 1]^{C×H×W}`` to logits, as the certifiers see it."""
+
+    input_shape: tuple[int, int, int]
+    """``(C, H, W)`` of one input in the ``[0, 1]`` input space (where radii are measured)."""
+
+    num_classes: int
+    """``K``, the number of logits."""
+
+    stochastic: bool
+    """Whether the forward pass draws internal randomness Ω (independent of the input). When
+    false, ``generator`` and ``omega_seed`` are accepted and have no effect."""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        *,
+        generator: OmegaGenerator | None = None,
+        omega_seed: int | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, K]`` of a float32 batch ``[B, *input_shape]`` (a module's ``forward``):
+        a fresh Ω per sample from ``generator`` (a generator, or :data:`OmegaSegments`), one Ω
+        for the whole batch from ``omega_seed``, else the frozen seed of :meth:`frozen` or the
+        default generator. ``generator`` and ``omega_seed`` together are refused."""
+        ...
+
+    def frozen(self, seed: int) -> AbstractContextManager[Any]:
+        """A context in which calls without ``generator``/``omega_seed`` use the Ω of ``seed``
+        (a deterministic classifier); state on the module, so threads pass ``omega_seed``."""
+        ...
+
+    def lipschitz_bound(self) -> float | None:
+        """A certified L2 Lipschitz bound of input → logits for every Ω, at the weights held
+        now; ``None`` when the network has none (it is then certified by smoothing only)."""
+        ...
+
+    def normalization(self) -> Normalization:
+        """The per-channel ``(x − mean) · scale`` the network applies to its input itself."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: ``architecture``, ``input_shape``, ``num_classes``, ``config``,
+        ``trainable_parameters`` and ``lipschitz_bound`` (``None`` when there is none)."""
+        ...
