@@ -179,9 +179,8 @@ def certification_progress(
 def run_certify(args: argparse.Namespace) -> int:
     from service.core.config import Settings
     from service.errors import ServiceError
+    from service.job_inputs import ImageUpload, decode_upload, resolve_parameters, strict_inputs
     from service.schemas import CertifyOptions
-    from service.submission import decode_upload, resolve_parameters, strict_inputs
-    from service.uploads import ImageUpload
     from workers.certification import certify_image
     from workers.model_cache import ModelCache, RepositorySource
 

@@ -10,19 +10,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 
 import redis
 from kombu.exceptions import OperationalError
 
-from certify.seeds import fresh_seed
-from certify.validation import MIN_ALPHA
 from service.auth import may_access
 from service.core.config import Settings
 from service.decode_budget import DecodeBudget
 from service.errors import (
     Conflict,
-    InvalidRequest,
     ModelUnavailable,
     NotFound,
     ParameterOutOfBounds,
@@ -30,18 +26,15 @@ from service.errors import (
     ServiceError,
     TooManyRequests,
     UnknownModel,
-    UnsupportedSigma,
 )
-from service.imaging import DecodedImage, decode_array, decode_image
-from service.input_fit import check_input_fit
+from service.imaging import DecodedImage
+from service.job_inputs import ImageUpload, decode_upload, resolve_parameters, strict_inputs
 from service.schemas import CertifyOptions
-from service.uploads import ImageUpload
 from workers import metrics
 from workers.admission import BacklogFull, BacklogLimits
 from workers.certification import CertificationParameters
 from workers.dispatch import JobDispatcher
 from workers.jobs import BatchItem, BatchRecord, JobError, JobRecord, JobStatus, Progress
-from workers.methods import DEFAULT_METHODS, CertificationMethod, method
 from workers.model_cache import (
     LoadedModel,
     ModelCache,
@@ -57,108 +50,6 @@ WAIT_POLL_SECONDS = 0.05
 DISPATCH_ERRORS = (OperationalError, redis.RedisError, OSError)
 """What sending a job's message raises when the broker is down or refuses (kombu wraps most
 transport errors in its ``OperationalError``; ``ConnectionError`` is an ``OSError``)."""
-
-
-def _bounded(name: str, requested: int | None, default: int, upper: int, setting: str) -> int:
-    value = default if requested is None else requested
-    if not 1 <= value <= upper:
-        raise ParameterOutOfBounds(
-            f"{name}={value} is out of bounds; it must lie in [1, {upper:,}] ({setting})"
-        )
-    return value
-
-
-def require_method_options(
-    methods: Sequence[CertificationMethod], options: CertifyOptions, loaded: LoadedModel
-) -> None:
-    """Refuse (422) a method whose required option is missing, or that needs a certified
-    Lipschitz bound the model does not have; what each method needs is in its registration."""
-    for name in methods:
-        registered = method(name)
-        for option in registered.requires:
-            if getattr(options, option) is None:
-                what = CertifyOptions.model_fields[option].description
-                raise InvalidRequest(f"the {name} method needs {option} ({what})")
-        if registered.needs_lipschitz_bound and loaded.lipschitz_bound is None:
-            raise InvalidRequest(
-                f"the {name} method needs a certified Lipschitz bound, and {loaded.model_id} "
-                f"v{loaded.version} has no certified Lipschitz bound; use smoothing or "
-                "radius_test",
-                code="no_lipschitz_bound",
-            )
-
-
-def resolve_parameters(
-    options: CertifyOptions, loaded: LoadedModel, settings: Settings
-) -> CertificationParameters:
-    """The options completed with the card's sigma and the defaults, held to the bounds."""
-    methods = options.methods or DEFAULT_METHODS
-    if len(set(methods)) != len(methods):
-        raise InvalidRequest(f"methods lists a method twice: {[m.value for m in methods]}")
-    sigma = loaded.sigmas[0] if options.sigma is None else options.sigma
-    if sigma not in loaded.sigmas:
-        raise UnsupportedSigma(
-            f"sigma={sigma:g} is not supported by {loaded.model_id} v{loaded.version}; "
-            f"its card supports {', '.join(f'{s:g}' for s in loaded.sigmas)}"
-        )
-    alpha = settings.default_alpha if options.alpha is None else options.alpha
-    if not MIN_ALPHA <= alpha < 0.5:
-        raise ParameterOutOfBounds(
-            f"alpha={alpha:g} is out of bounds; it must lie in [{MIN_ALPHA:g}, 0.5)"
-        )
-    require_method_options(methods, options, loaded)
-    target_radius = options.target_radius
-    return CertificationParameters(
-        methods=tuple(methods),
-        sigma=sigma,
-        alpha=alpha,
-        n0=_bounded("n0", options.n0, settings.default_n0, settings.max_n0, "HYCAS_MAX_N0"),
-        n=_bounded("n", options.n, settings.default_n, settings.max_n, "HYCAS_MAX_N"),
-        batch_size=_bounded(
-            "batch_size",
-            options.batch_size,
-            settings.default_batch_size,
-            settings.max_batch_size,
-            "HYCAS_MAX_BATCH_SIZE",
-        ),
-        ensemble=_bounded(
-            "ensemble",
-            options.ensemble,
-            settings.default_ensemble,
-            settings.max_ensemble,
-            "HYCAS_MAX_ENSEMBLE",
-        ),
-        target_radius=target_radius,
-        seed=fresh_seed() if options.seed is None else options.seed,
-    )
-
-
-def strict_inputs(options: CertifyOptions, settings: Settings) -> bool:
-    """Whether an input that does not fit the model's card is refused: the request's
-    ``strict``, else ``HYCAS_STRICT_INPUTS``."""
-    return settings.strict_inputs if options.strict is None else options.strict
-
-
-def decode_upload(
-    upload: ImageUpload,
-    loaded: LoadedModel,
-    max_pixels: int,
-    *,
-    strict: bool = False,
-    budget: DecodeBudget | None = None,
-) -> DecodedImage:
-    """The uploaded file or JSON array as the model's input, with the warnings of how it fits
-    the model's card (:mod:`service.input_fit`); with ``strict``, a misfit is a 422. A file
-    or array is decoded under the memory ``budget`` shared with concurrent requests."""
-    if upload.data is not None:
-        decoded = decode_image(
-            upload.data, loaded.input_shape, max_pixels=max_pixels, budget=budget
-        )
-    else:
-        decoded = decode_array(
-            upload.array, loaded.input_shape, max_pixels=max_pixels, budget=budget
-        )
-    return check_input_fit(decoded, loaded, strict=strict)
 
 
 class JobService:

@@ -12,7 +12,6 @@ import binascii
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,19 +27,11 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from service.job_inputs import ImageUpload
 from service.schemas import BatchRequest, CertifyOptions, CertifyRequest, InlineImage
 
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room in a request for the form fields and multipart boundaries around the images."""
-
-
-@dataclass(frozen=True)
-class ImageUpload:
-    """One image as received: file bytes, or a nested array from JSON."""
-
-    data: bytes | None
-    array: list[Any] | None
-    filename: str | None
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

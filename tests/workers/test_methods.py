@@ -10,9 +10,9 @@ import pytest
 
 from service.core.config import Settings
 from service.errors import InvalidRequest
+from service.job_inputs import require_method_options, resolve_parameters
 from service.main import create_app
 from service.schemas import CertifyOptions
-from service.submission import require_method_options, resolve_parameters
 from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
 from workers.certification import CertificationParameters
 from workers.methods import DEFAULT_METHODS, REGISTRY, CertificationMethod, method
