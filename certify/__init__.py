@@ -11,10 +11,12 @@ from certify.result import CertificationResult
 from certify.sampling import (
     CancellationCheck,
     CertificationCancelled,
+    ForwardPass,
     NoisyVoteSampler,
     ProgressCallback,
     is_stochastic,
     model_device,
+    model_forward,
 )
 from certify.sequential import (
     RadiusDecision,
@@ -35,6 +37,7 @@ __all__ = [
     "CancellationCheck",
     "CertificationCancelled",
     "CertificationResult",
+    "ForwardPass",
     "MarginCertificate",
     "NoisyVoteSampler",
     "ProgressCallback",
@@ -53,6 +56,7 @@ __all__ = [
     "margin_certify",
     "margin_radius",
     "model_device",
+    "model_forward",
     "smoothing_attack",
     "smoothing_certify",
     "smoothing_predict",

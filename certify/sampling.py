@@ -9,14 +9,21 @@ never once per batch. Noise (``NOISE_STREAMS`` generators) and the model's inter
 (:mod:`certify.seeds`), so a run replays exactly on the same device, torch version and batch
 size, whatever the number of threads.
 
-The model protocol (duck-typed):
+The classifier (:mod:`certify.classifier`):
 
 - a callable (usually a ``torch.nn.Module``) mapping float32 ``[B, C, H, W]`` to logits
   ``[B, K]``; its device is that of its first parameter or buffer, else the CPU;
-- if ``getattr(model, "stochastic", False)`` is true, it draws a fresh Ω per sample from the
-  keyword argument ``generator``, a ``torch.Generator`` on its device;
+- if it declares ``stochastic``, it draws a fresh Ω per sample from the keyword argument
+  ``generator``, a ``torch.Generator`` on its device; otherwise it is called as ``model(x)``;
 - it is called under ``torch.inference_mode()`` in whatever mode the caller left it (put a
   network with dropout or batch norm in ``eval()`` first unless that randomness is intended).
+
+The forward seam: the engine never calls the model itself. Each batch goes through a
+:data:`ForwardPass` ``(noisy batch, the run's Ω generator or None) → logits``, by default
+:func:`model_forward` (the model, with ``generator=`` when it is stochastic). A caller may
+inject another, e.g. a batcher that merges several runs' noisy batches into one forward pass
+and hands the model one Ω generator per segment (``generator=[(g₁, n₁), (g₂, n₂), …]``, see
+``models.protocol.OmegaSegments``), so each run's votes stay those its own seed gives.
 
 Floating point: noisy inputs are float32 (``x + σ·z`` rounded once per coordinate). The
 statistics downstream treat the votes as those of the base classifier at exactly Gaussian
@@ -44,6 +51,10 @@ On the CPU a single generator draws serially and would cost several percent of a
 CNN's forward pass; the slices are filled in parallel threads. The count is fixed, not
 taken from the machine, so the same seed draws the same noise whatever the core count.
 """
+
+ForwardPass = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+"""One forward pass of the engine: ``(noisy batch [B, C, H, W], the run's Ω generator, None for
+a deterministic classifier) → logits [B, K]``."""
 
 ProgressCallback = Callable[[int, int], None]
 """Called after each batch with ``(samples_done, samples_planned)``."""
@@ -83,6 +94,14 @@ def require_ieee_float32(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def model_forward(model: Any) -> ForwardPass:
+    """The default :data:`ForwardPass`: ``model(batch, generator=omega)`` for a stochastic
+    classifier, ``model(batch)`` for a deterministic one (whose Ω generator is ``None``)."""
+    if is_stochastic(model):
+        return lambda batch, omega: model(batch, generator=omega)
+    return lambda batch, omega: model(batch)
+
+
 def check_logits(logits: Any, batch_size: int) -> torch.Tensor:
     """The model's output, refused unless it is a tensor of logits ``[batch_size, K]``."""
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch_size:
@@ -103,7 +122,8 @@ class NoisyVoteSampler:
     streams, so the stages of CERTIFY (selection, estimation) or of a sequential test see
     independent samples, and ``samples_done`` and the progress callback span the whole run.
     ``samples_planned`` caps the run; the noisy batch buffer holds
-    ``min(batch_size, samples_planned)`` inputs.
+    ``min(batch_size, samples_planned)`` inputs. ``forward`` replaces :func:`model_forward`
+    (the forward seam, see the module docstring); it receives this run's Ω generator.
     """
 
     def __init__(
@@ -117,8 +137,10 @@ class NoisyVoteSampler:
         samples_planned: int,
         progress: ProgressCallback | None = None,
         should_cancel: CancellationCheck | None = None,
+        forward: ForwardPass | None = None,
     ) -> None:
         self.model = model
+        self._forward = model_forward(model) if forward is None else forward
         self.device = model_device(model)
         require_ieee_float32(self.device)
         self.sigma = sigma
@@ -189,11 +211,7 @@ class NoisyVoteSampler:
             for part, generator in zip(slices, self._noise, strict=True):
                 self._fill_noise(part, generator)
         noisy.add_(self._x)
-        if self._omega is None:
-            logits = self.model(noisy)
-        else:
-            logits = self.model(noisy, generator=self._omega)
-        logits = check_logits(logits, size)
+        logits = check_logits(self._forward(noisy, self._omega), size)
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
         elif logits.shape[1] != self.num_classes:
