@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from workers.app import LOG_FORMAT
+from workers.config import LOG_FORMAT
 
 
 def configure_logging(level: str) -> None:

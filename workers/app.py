@@ -12,15 +12,12 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_shutdown
 
-from workers.config import ExecutionSettings
+from workers import identity
+from workers.config import LOG_FORMAT, ExecutionSettings
 
 CERTIFY_JOB_TASK = "hycas.certify_job"
-
-LOG_FORMAT = (
-    "ts=%(asctime)s level=%(levelname)s process=%(processName)s logger=%(name)s %(message)s"
-)
 
 
 class CeleryConfig:
@@ -60,6 +57,10 @@ def create_celery_app(settings: ExecutionSettings) -> Celery:
     app = Celery("hycas")
     app.config_from_object(CeleryConfig(settings))
     return app
+
+
+# In the worker's main process, before its pool forks: every pool process inherits the name.
+celeryd_after_setup.connect(identity.remember_celery_node_name)
 
 
 @worker_process_shutdown.connect

@@ -13,6 +13,11 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOG_FORMAT = (
+    "ts=%(asctime)s level=%(levelname)s process=%(processName)s logger=%(name)s %(message)s"
+)
+"""The line format of every log: the gateway's, the CLI's and the Celery workers'."""
+
 
 class ExecutionSettings(BaseSettings):
     """Where jobs, images and results live, and how long a job may run."""

@@ -15,7 +15,6 @@ from typing import Protocol
 
 import redis
 
-from workers.app import CERTIFY_JOB_TASK, create_celery_app
 from workers.config import ExecutionSettings
 from workers.runner import JobRunner
 
@@ -93,7 +92,11 @@ class CeleryDispatcher:
     """Sends ``hycas.certify_job(job_id)`` to the Celery queue in Redis."""
 
     def __init__(self, settings: ExecutionSettings, client: redis.Redis) -> None:
+        # Imported here: the embedded gateway never loads Celery.
+        from workers.app import CERTIFY_JOB_TASK, create_celery_app
+
         self.queue_name = settings.queue_name
+        self.task_name = CERTIFY_JOB_TASK
         self.celery = create_celery_app(settings)
         self.client = client
 
@@ -101,7 +104,7 @@ class CeleryDispatcher:
         # Results live in the job store: no subscription to a Celery result that nobody reads
         # (it would also hide a broker outage behind the result backend's RuntimeError).
         self.celery.send_task(
-            CERTIFY_JOB_TASK, args=[job_id], queue=self.queue_name, ignore_result=True
+            self.task_name, args=[job_id], queue=self.queue_name, ignore_result=True
         )
 
     def queue_length(self) -> int:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import socket
 
-from celery.signals import celeryd_after_setup
-
 from workers.config import ExecutionSettings
 
 _celery_node_name: str | None = None
 
 
-@celeryd_after_setup.connect
-def _remember_node_name(sender: str, **_: object) -> None:
-    # Sent in the worker's main process before its pool forks: every pool process inherits it.
+def remember_celery_node_name(sender: str, **_: object) -> None:
+    """Celery's ``celeryd_after_setup`` receiver (connected by :mod:`workers.app`, so this
+    module imports no Celery): ``sender`` is the worker's node name."""
     global _celery_node_name
     _celery_node_name = sender
 
