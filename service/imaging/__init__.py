@@ -10,13 +10,42 @@ returned tensor's space. Decoding never logs and never copies pixel values or DI
 values (patient tags) into messages.
 """
 
-from service.imaging.arrays import array_from_json
-from service.imaging.decode import DecodedImage, decode_array, decode_image
-from service.imaging.description import InputDescription
-from service.imaging.dicom import DICOM_CODECS_HINT, apply_window, usable_window
-from service.imaging.facts import COLOUR_TOLERANCE
-from service.imaging.formats import DECODERS
-from service.imaging.sniff import sniff_format
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.imaging.arrays import array_from_json
+    from service.imaging.decode import DecodedImage, decode_array, decode_image
+    from service.imaging.description import InputDescription
+    from service.imaging.dicom import DICOM_CODECS_HINT, apply_window, usable_window
+    from service.imaging.facts import COLOUR_TOLERANCE
+    from service.imaging.formats import DECODERS
+    from service.imaging.sniff import sniff_format
+
+_HOMES = {
+    "COLOUR_TOLERANCE": "facts",
+    "DECODERS": "formats",
+    "DICOM_CODECS_HINT": "dicom",
+    "DecodedImage": "decode",
+    "InputDescription": "description",
+    "apply_window": "dicom",
+    "array_from_json": "arrays",
+    "decode_array": "decode",
+    "decode_image": "decode",
+    "sniff_format": "sniff",
+    "usable_window": "dicom",
+}
+"""Where each public name lives. They are imported on first use, so a worker that reads only
+:class:`InputDescription` does not load Pillow and pydicom with the decoders."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "COLOUR_TOLERANCE",

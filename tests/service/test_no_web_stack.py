@@ -58,3 +58,13 @@ def test_hycas_certify_runs_without_the_web_stack():
     assert result.returncode == 0, result.stderr
     assert "exit 0" in result.stdout and "margin" in result.stdout
     assert web_modules(result) == []
+
+
+def test_reading_a_job_record_loads_no_decoder():
+    # Workers read InputDescription from the imaging package; its decoders load on first use.
+    code = "import sys, workers.jobs\nprint(sorted({'PIL', 'pydicom'} & set(sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPOSITORY_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
