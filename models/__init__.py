@@ -11,6 +11,7 @@ from models.repository import (
     list_versions,
     load,
     read_card,
+    read_verified_card,
     save_model,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "list_versions",
     "load",
     "read_card",
+    "read_verified_card",
     "save_model",
 ]

@@ -204,16 +204,7 @@ def load(
     package = _resolve(_root(repository), model_id, version)
     card = _read_card(package)
     weights_path = package / card.weights_file
-    if not weights_path.is_file():
-        raise ModelIntegrityError(f"{weights_path} is missing")
-    data = weights_path.read_bytes()
-    digest = sha256_hex(data)
-    if digest != card.sha256:
-        raise ModelIntegrityError(
-            f"refusing to load {model_id!r} version {card.version}: {weights_path} has SHA-256 "
-            f"{digest} but its card records {card.sha256} (the weights were modified or "
-            "corrupted)"
-        )
+    data = _verified_weights(weights_path, card)
     # The bytes that were hashed are the bytes that are parsed: nothing is read twice.
     try:
         state = load_safetensors(data)
@@ -231,6 +222,37 @@ def load(
     model = model.to(resolve_device(device))
     model.eval()
     return model, card
+
+
+def read_verified_card(
+    model_id: str, version: str | int | None = None, *, repository: str | Path | None = None
+) -> ModelCard:
+    """The card of ``model_id`` at ``version`` (latest by default) after checking that its
+    weights file exists and has the card's SHA-256; no network is built.
+
+    Raises as :func:`load` does, except for the checks that need the network (the weights
+    fitting the architecture, the re-certified bound): a process that runs the model
+    (:func:`load`) makes those.
+    """
+    package = _resolve(_root(repository), model_id, version)
+    card = _read_card(package)
+    _verified_weights(package / card.weights_file, card)
+    return card
+
+
+def _verified_weights(weights_path: Path, card: ModelCard) -> bytes:
+    """The bytes of the weights file, refused unless they have the card's SHA-256."""
+    if not weights_path.is_file():
+        raise ModelIntegrityError(f"{weights_path} is missing")
+    data = weights_path.read_bytes()
+    digest = sha256_hex(data)
+    if digest != card.sha256:
+        raise ModelIntegrityError(
+            f"refusing to load {card.id!r} version {card.version}: {weights_path} has SHA-256 "
+            f"{digest} but its card records {card.sha256} (the weights were modified or "
+            "corrupted)"
+        )
+    return data
 
 
 def _check_bound(model: CertifiableModel, card: ModelCard) -> None:

@@ -2,8 +2,9 @@
 
 Embedded mode (no ``HYCAS_REDIS_URL``): an in-memory store and a pool of job threads in this
 process, sharing its model cache. Distributed mode: the Redis store and the Celery queue;
-the gateway loads models only to read their cards and input shapes (on the CPU), and runs a
-reaper thread (:mod:`workers.reaper`) beside the workers' ones.
+the gateway reads the models' cards (weights checked against their SHA-256, no network
+built: :class:`workers.model_cache.RepositoryCardSource`), and runs a reaper thread
+(:mod:`workers.reaper`) beside the workers' ones.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from service.core.config import Settings
 from service.submission import JobService
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
-from workers.model_cache import ModelCache, ModelSource, RepositorySource
+from workers.model_cache import ModelCache, ModelSource, RepositoryCardSource, RepositorySource
 from workers.reaper import Reaper, reaper_for
 from workers.runner import JobRunner
 from workers.store import InMemoryJobStore, JobStore, RedisJobStore, StoreLifetimes
@@ -40,10 +41,10 @@ class ServiceRuntime:
 
 def create_runtime(settings: Settings, model_source: ModelSource | None = None) -> ServiceRuntime:
     """``model_source``: where models come from; default: the repository of the settings."""
-    source = model_source or RepositorySource(settings.model_repository)
     store: JobStore
     dispatcher: JobDispatcher
     if settings.redis_url is None:
+        source = model_source or RepositorySource(settings.model_repository)
         models = ModelCache(source, settings.device, settings.model_refresh_seconds)
         store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
         runner = JobRunner(
@@ -56,6 +57,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
         reaper = None
     else:
+        source = model_source or RepositoryCardSource(settings.model_repository)
         models = ModelCache(source, "cpu", settings.model_refresh_seconds)
         redis_store = RedisJobStore.from_settings(settings)
         store = redis_store

@@ -27,11 +27,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from workers import metrics
+
+if TYPE_CHECKING:
+    from models.protocol import CertifiableModel
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
 class LoadedModel:
     """A model ready for inference with what the certifier and the API need from its card."""
 
-    model: torch.nn.Module
+    model: CertifiableModel | None
+    """The network; ``None`` where only the card was read (:class:`RepositoryCardSource`)."""
     model_id: str
     version: str
     sha256: str
@@ -122,7 +126,7 @@ class RepositorySource:
             )
         started = time.perf_counter()
         try:
-            model, card = models.load(model_id, version=version, repository=self.repository)
+            model, card = self._read_package(model_id, version)
         except (KeyError, LookupError, FileNotFoundError) as error:
             if model_id not in self.model_ids():
                 # The repository's own message names its folder: not for API clients.
@@ -137,6 +141,11 @@ class RepositorySource:
                 f"{model_id!r} version {version}: the package cannot be read ({error.strerror})"
             ) from None
         return describe_package(model, card, time.perf_counter() - started)
+
+    def _read_package(self, model_id: str, version: str | None) -> tuple[Any, Any]:
+        import models
+
+        return models.load(model_id, version=version, repository=self.repository)
 
     def model_ids(self) -> list[str]:
         from models import repository
@@ -158,18 +167,35 @@ class RepositorySource:
         return message.replace(root.rstrip("/") + "/", "")
 
 
-def describe_package(model: torch.nn.Module, card: Any, load_seconds: float) -> LoadedModel:
-    """A :class:`LoadedModel` from a repository package (the card's fields are read here)."""
+class RepositoryCardSource(RepositorySource):
+    """The repository's cards, each after its weights' SHA-256 was checked, and no network:
+    what the distributed gateway needs to list models, answer ``/readyz`` and validate
+    requests. The checks that need the network (weights that fit it, its re-certified bound)
+    are made by the workers, which load it with ``models.load``."""
+
+    def _read_package(self, model_id: str, version: str | None) -> tuple[None, Any]:
+        import models
+
+        return None, models.read_verified_card(model_id, version, repository=self.repository)
+
+
+def describe_package(model: CertifiableModel | None, card: Any, load_seconds: float) -> LoadedModel:
+    """A :class:`LoadedModel` from a repository package (the card's fields are read here);
+    input shape and bound are the network's when there is one, else the card's."""
     card_dict = card.to_dict()
+    if model is None:
+        input_shape, bound = card_dict["input_shape"], card_dict["lipschitz_bound"]
+    else:
+        input_shape, bound = model.input_shape, model.lipschitz_bound()
     return LoadedModel(
         model=model,
         model_id=str(card_dict["id"]),
         version=str(card_dict["version"]),
         sha256=str(card_dict["sha256"]),
-        input_shape=tuple(int(d) for d in model.input_shape),  # type: ignore[arg-type]
+        input_shape=tuple(int(d) for d in input_shape),  # type: ignore[arg-type]
         class_names=tuple(str(name) for name in card_dict["class_names"]),
         sigmas=(float(card_dict["sigma"]),),
-        lipschitz_bound=model.lipschitz_bound(),
+        lipschitz_bound=bound,
         card=card_dict,
         device="cpu",
         load_seconds=load_seconds,
@@ -326,10 +352,13 @@ class ModelCache:
         if loaded is not None:
             return loaded
         package = self._from_source(model_id, version)
-        device = resolve_device(self.device_name)
-        loaded = dataclasses.replace(
-            package, model=package.model.to(device).eval(), device=str(device)
-        )
+        if package.model is None:  # a card: nothing to place on a device
+            loaded = package
+        else:
+            device = resolve_device(self.device_name)
+            loaded = dataclasses.replace(
+                package, model=package.model.to(device).eval(), device=str(device)
+            )
         self._models[key] = loaded
         metrics.MODELS_LOADED.labels(model=loaded.model_id, version=loaded.version).set(1)
         logger.info(

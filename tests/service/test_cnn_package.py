@@ -21,14 +21,13 @@ MODEL = "digits-cnn"
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    """A repository holding one untrained plain CNN package, saved by ``models.save_model``."""
+def save_cnn_package(repository: Path, model_id: str = MODEL) -> None:
+    """An untrained plain CNN package, saved by ``models.save_model`` into ``repository``."""
     torch.manual_seed(0)
     cnn = build_plain_cnn(SHAPE, 3, width=4, hidden=8)
     models.save_model(
         cnn,
-        model_id=MODEL,
+        model_id=model_id,
         class_names=["zero", "one", "two"],
         sigma=0.25,
         dataset=DatasetRecord(
@@ -50,8 +49,13 @@ def repository(tmp_path: Path) -> Path:
             torch_version=torch.__version__,
         ),
         metrics={},
-        repository=tmp_path,
+        repository=repository,
     )
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    save_cnn_package(tmp_path)
     return tmp_path
 
 
