@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from certify import RadiusDecision, certify_at_radius, smoothing_certify
+from certify import RadiusDecision, certify_at_radius, is_stochastic, smoothing_certify
 from tests.certify.classifiers import LinearBinaryClassifier
 
 NUM_CLASSES = 10
@@ -79,7 +79,7 @@ class TimedModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.stochastic = getattr(model, "stochastic", False)
+        self.stochastic = is_stochastic(model)
         self.seconds = 0.0
 
     def forward(self, x: torch.Tensor, **omega: object) -> torch.Tensor:

@@ -32,7 +32,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _print_network(summary: dict, bound: str) -> None:
     print(f"  parameters: {summary['trainable_parameters']:,} trainable")
     print(f"  certified L2 Lipschitz bound (every draw of the randomness): {bound}")
-    for name, bound in summary["layer_bounds"].items():
+    for name, bound in summary.get("layer_bounds", {}).items():  # a network with no bound: none
         print(f"    {name:<40} {bound:.6f}")
 
 
@@ -89,11 +89,14 @@ def _describe_package(args: argparse.Namespace) -> int:
     )
     print(f"  trained on {card.dataset.name} for smoothing at σ = {card.sigma:g}")
     print(f"  weights sha256 {card.sha256}")
-    _print_network(
-        summary,
-        f"{card.lipschitz_bound} (its card; recomputed from these weights: "
-        f"{summary['lipschitz_bound']:.6f})",
-    )
+    if summary["lipschitz_bound"] is None:
+        bound = "none (certified by smoothing only; no margin certificate)"
+    else:
+        bound = (
+            f"{card.lipschitz_bound} (its card; recomputed from these weights: "
+            f"{summary['lipschitz_bound']:.6f})"
+        )
+    _print_network(summary, bound)
     return 0
 
 

@@ -100,3 +100,12 @@ def test_a_margin_request_on_a_cnn_package_is_refused_with_422(repository):
     for answer in answers:
         assert answer.status_code == 422, answer.text
         assert "has no certified Lipschitz bound" in answer.json()["error"]["message"]
+
+
+def test_hycas_describe_a_cnn_package_says_it_has_no_bound(repository, capsys):
+    from service.cli import main
+
+    assert main(["describe", "--model", MODEL, "--repository", str(repository)]) == 0
+    assert "bound (every draw of the randomness): none (certified by smoothing only" in (
+        capsys.readouterr().out
+    )
