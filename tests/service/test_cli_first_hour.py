@@ -16,6 +16,7 @@ from service.cli import main
 from service.commands import certification_progress, startup_line
 from service.main import create_app
 from tests.service.conftest import embedded_settings
+from tests.service.gateway_process import GatewayProcess
 from tests.service.test_model_integrity import add_version, flip_a_weight_byte
 from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
 from workers.certification import CertificationMethod, CertificationParameters
@@ -194,3 +195,18 @@ def test_describe_refusals_are_one_line(tmp_path, capsys):
     flip_a_weight_byte(add_version(tmp_path, "1"))
     assert main(["describe", "--model", MODEL, "--repository", str(tmp_path)]) == 2
     assert "SHA-256" in refusal(capsys)
+
+
+def test_a_real_hycas_serve_prints_its_start_up_line_before_it_answers(tmp_path):
+    gateway = GatewayProcess(tmp_path / "serve.log")
+    try:
+        gateway.wait_ready()
+        lines = gateway.log().splitlines()
+    finally:
+        gateway.stop()
+    announced = lines.index(
+        f"hycas serve: embedded mode (jobs run in this process); models: {MODEL}@1; "
+        f"docs: http://127.0.0.1:{gateway.port}/docs"
+    )
+    serving = next(i for i, line in enumerate(lines) if "Uvicorn running on" in line)
+    assert announced < serving
