@@ -212,7 +212,6 @@ class HyCAS(LipschitzModule, CertifiableModel):
         self.config = config
         self._frozen_seed: int | None = None
         self.body = LipschitzSequential(self._assemble())
-        self.draws_omega = True
 
     def _assemble(self) -> dict[str, LipschitzModule]:
         cfg = self.config
