@@ -62,11 +62,19 @@ def require_method_options(
             )
 
 
+def default_methods(loaded: LoadedModel) -> tuple[CertificationMethod, ...]:
+    """The default methods the model can run: a model without a certified Lipschitz bound
+    gets the sampling ones only (a request that names margin is still refused, with why)."""
+    if loaded.lipschitz_bound is not None:
+        return DEFAULT_METHODS
+    return tuple(m for m in DEFAULT_METHODS if not method(m).needs_lipschitz_bound)
+
+
 def resolve_parameters(
     options: CertifyOptions, loaded: LoadedModel, settings: Settings
 ) -> CertificationParameters:
     """The options completed with the card's sigma and the defaults, held to the bounds."""
-    methods = options.methods or DEFAULT_METHODS
+    methods = options.methods or default_methods(loaded)
     if len(set(methods)) != len(methods):
         raise InvalidRequest(f"methods lists a method twice: {[m.value for m in methods]}")
     sigma = loaded.sigmas[0] if options.sigma is None else options.sigma

@@ -109,3 +109,14 @@ def test_hycas_describe_a_cnn_package_says_it_has_no_bound(repository, capsys):
     assert "bound (every draw of the randomness): none (certified by smoothing only" in (
         capsys.readouterr().out
     )
+
+
+def test_a_request_naming_no_methods_gets_the_defaults_a_cnn_package_can_run(repository):
+    with TestClient(create_app(embedded_settings(model_repository=repository))) as client:
+        answer = client.post(
+            "/v1/certify?wait=30", json={"model": MODEL, "image": [[0.5] * 8] * 8, "n": 100}
+        )
+    assert answer.status_code == 200, answer.text
+    job = answer.json()
+    assert job["parameters"]["methods"] == ["smoothing"]
+    assert list(job["result"]["certificates"]) == ["smoothing"]
