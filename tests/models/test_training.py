@@ -56,7 +56,8 @@ def test_margin_cross_entropy_subtracts_the_certifying_margin_from_the_true_logi
 
 
 @pytest.mark.parametrize(
-    ("architecture", "margin_weight"), [("hycas", 0.0), ("hycas", 0.5), ("cnn", 0.0)]
+    ("architecture", "margin_weight"),
+    [pytest.param("hycas", 0.0, marks=pytest.mark.slow), ("hycas", 0.5), ("cnn", 0.0)],
 )
 def test_training_reduces_the_loss(architecture, margin_weight):
     digits = load_digits_split("train")

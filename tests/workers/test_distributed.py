@@ -110,6 +110,7 @@ def start_a_long_job(client: TestClient, worker) -> str:
     return job_id
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_loses_nothing(key_prefix, start_worker):
     """Rerun by the reaper once the heartbeat expires (3 s), before the visibility timeout."""
     settings = distributed_settings(

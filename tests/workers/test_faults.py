@@ -134,7 +134,7 @@ class HeartbeatWatch:
     ("graceful", "pool"),
     [
         pytest.param(False, "solo", id="kill-9-solo", marks=pytest.mark.slow),
-        pytest.param(True, "prefork", id="graceful"),
+        pytest.param(True, "prefork", id="graceful", marks=pytest.mark.slow),
     ],
 )
 def test_a_job_survives_a_redis_restart_with_the_undisturbed_certificate(
