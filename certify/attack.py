@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from certify.margin import frozen_ensemble_logits
+from certify.margin import frozen_ensemble_logits, frozen_omega_seeds
 from certify.result import CertificationResult
 from certify.rounding import round_up
 from certify.sampling import (
@@ -266,15 +266,9 @@ def margin_attack(
     steps = validate_count("steps", steps)
     restarts = validate_count("restarts", restarts)
     max_queries = validate_count("max_queries", max_queries)
-    stochastic = is_stochastic(model)
-    if not stochastic and ensemble != 1:
-        raise ValueError(
-            f"ensemble={ensemble} needs a model with internal randomness (model.stochastic); "
-            f"{type(model).__name__} is deterministic, so use ensemble=1"
-        )
+    omega_seeds = frozen_omega_seeds(model, ensemble, seed)
     device = model_device(model)
     require_ieee_float32(device)
-    omega_seeds = derive_seeds(seed, ensemble) if stochastic else ()
     draws = max(1, len(omega_seeds))
     budget = _Budget(max_queries, max_seconds, progress, should_cancel)
     generator = torch.Generator(device=device).manual_seed(attack_seed)

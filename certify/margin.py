@@ -60,6 +60,20 @@ def margin_radius(margin: float, lipschitz: float) -> float:
     return round_down(margin / (math.sqrt(2.0) * lipschitz))
 
 
+def frozen_omega_seeds(model: Any, ensemble: int, seed: int) -> tuple[int, ...]:
+    """The seeds of the K = ``ensemble`` frozen draws of ``F_K``, derived from ``seed``; none
+    for a deterministic model, for which ``ensemble > 1`` is refused (it would average K
+    identical logit vectors)."""
+    if not is_stochastic(model):
+        if ensemble != 1:
+            raise ValueError(
+                f"ensemble={ensemble} needs a model with internal randomness (model.stochastic); "
+                f"{type(model).__name__} is deterministic, so use ensemble=1"
+            )
+        return ()
+    return derive_seeds(seed, ensemble)
+
+
 def frozen_ensemble_logits(
     model: Any, batch: torch.Tensor, omega_seeds: tuple[int, ...]
 ) -> torch.Tensor:
@@ -121,16 +135,9 @@ def margin_certify(
     ensemble = validate_count("ensemble", ensemble)
     seed = validate_seed(seed)
     lipschitz_value, source = _lipschitz_of(model, lipschitz)
-    stochastic = is_stochastic(model)
-    if not stochastic and ensemble != 1:
-        raise ValueError(
-            f"ensemble={ensemble} needs a model with internal randomness (model.stochastic); "
-            f"{type(model).__name__} is deterministic, so use ensemble=1"
-        )
-
+    omega_seeds = frozen_omega_seeds(model, ensemble, seed)
     device = model_device(model)
     require_ieee_float32(device)
-    omega_seeds = derive_seeds(seed, ensemble) if stochastic else ()
     with torch.inference_mode():
         logits = frozen_ensemble_logits(model, image.to(device).unsqueeze(0), omega_seeds)[0]
         logits = logits.to(torch.float64).cpu()
