@@ -200,7 +200,37 @@ return 0
 """
 
 
-class RedisJobStore:
+class _JobTransactions:
+    """The job updates both stores offer, each one call of the store's own ``_transact``
+    (a change of the record and, in the same transaction, of its heartbeat)."""
+
+    def _transact(
+        self,
+        job_id: str,
+        change: JobClaim,
+        *,
+        lease: tuple[str, float] | None = None,
+        drop_heartbeat: bool = False,
+    ) -> JobRecord | None:
+        raise NotImplementedError
+
+    def update_job(
+        self, job_id: str, change: JobChange, *, drop_heartbeat: bool = False
+    ) -> JobRecord | None:
+        return self._transact(
+            job_id, lambda job, _holder: change(job), drop_heartbeat=drop_heartbeat
+        )
+
+    def update_unheld_job(self, job_id: str, change: JobChange) -> JobRecord | None:
+        return self._transact(job_id, lambda job, holder: change(job) if holder is None else None)
+
+    def claim_job(
+        self, job_id: str, claim: JobClaim, holder: str, ttl_seconds: float
+    ) -> JobRecord | None:
+        return self._transact(job_id, claim, lease=(holder, ttl_seconds))
+
+
+class RedisJobStore(_JobTransactions):
     """Records as JSON strings, images as ``.npy`` bytes, each key with its TTL."""
 
     def __init__(self, client: redis.Redis, prefix: str, lifetimes: StoreLifetimes) -> None:
@@ -315,21 +345,6 @@ class RedisJobStore:
         values = self.client.mget([self._job_key(job_id) for job_id in job_ids])
         return [None if v is None else JobRecord.model_validate_json(v) for v in values]
 
-    def update_job(
-        self, job_id: str, change: JobChange, *, drop_heartbeat: bool = False
-    ) -> JobRecord | None:
-        return self._transact(
-            job_id, lambda job, _holder: change(job), drop_heartbeat=drop_heartbeat
-        )
-
-    def update_unheld_job(self, job_id: str, change: JobChange) -> JobRecord | None:
-        return self._transact(job_id, lambda job, holder: change(job) if holder is None else None)
-
-    def claim_job(
-        self, job_id: str, claim: JobClaim, holder: str, ttl_seconds: float
-    ) -> JobRecord | None:
-        return self._transact(job_id, claim, lease=(holder, ttl_seconds))
-
     def _transact(
         self,
         job_id: str,
@@ -404,7 +419,7 @@ class RedisJobStore:
         self.client.ping()
 
 
-class InMemoryJobStore:
+class InMemoryJobStore(_JobTransactions):
     """The embedded mode's store: the same records and lifetimes, in this process."""
 
     SWEEP_INTERVAL_SECONDS = 60.0
@@ -499,21 +514,6 @@ class InMemoryJobStore:
     def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         with self._lock:
             return [self._get(f"job:{job_id}") for job_id in job_ids]  # type: ignore[misc]
-
-    def update_job(
-        self, job_id: str, change: JobChange, *, drop_heartbeat: bool = False
-    ) -> JobRecord | None:
-        return self._transact(
-            job_id, lambda job, _holder: change(job), drop_heartbeat=drop_heartbeat
-        )
-
-    def update_unheld_job(self, job_id: str, change: JobChange) -> JobRecord | None:
-        return self._transact(job_id, lambda job, holder: change(job) if holder is None else None)
-
-    def claim_job(
-        self, job_id: str, claim: JobClaim, holder: str, ttl_seconds: float
-    ) -> JobRecord | None:
-        return self._transact(job_id, claim, lease=(holder, ttl_seconds))
 
     def _transact(
         self,
