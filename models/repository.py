@@ -70,7 +70,8 @@ def _root(repository: str | Path | None) -> Path:
     return Path(repository) if repository is not None else default_repository()
 
 
-def _check_model_id(model_id: str) -> str:
+def check_model_id(model_id: str) -> str:
+    """``model_id`` when it is a valid model id; else ``ValueError`` saying what one is."""
     if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
         raise ValueError(
             f"model id {model_id!r} is not valid: use lowercase letters, digits, '-' and '_', "
@@ -79,11 +80,16 @@ def _check_model_id(model_id: str) -> str:
     return model_id
 
 
+def is_version(name: str) -> bool:
+    """Whether ``name`` is a version (a positive integer without leading zeros)."""
+    return bool(_VERSION.fullmatch(name))
+
+
 def package_directory(
     model_id: str, version: str | int, *, repository: str | Path | None = None
 ) -> Path:
     """Where the package of ``model_id`` at ``version`` lives (whether or not it exists)."""
-    return _root(repository) / _check_model_id(model_id) / str(version)
+    return _root(repository) / check_model_id(model_id) / str(version)
 
 
 def _model_ids(root: Path) -> list[str]:
@@ -106,7 +112,7 @@ def _versions(root: Path, model_id: str) -> list[str]:
 
 def _resolve(root: Path, model_id: str, version: str | int | None) -> Path:
     """The package directory of ``model_id`` at ``version`` (the latest when ``None``)."""
-    _check_model_id(model_id)
+    check_model_id(model_id)
     versions = _versions(root, model_id)
     if not versions:
         known = [m for m in _model_ids(root) if _versions(root, m)]
@@ -179,7 +185,7 @@ def model_ids(repository: str | Path | None = None) -> list[str]:
 def versions(model_id: str, *, repository: str | Path | None = None) -> list[str]:
     """The version folders of ``model_id`` that hold a card, oldest first (none: ``[]``); no
     card is read."""
-    return _versions(_root(repository), _check_model_id(model_id))
+    return _versions(_root(repository), check_model_id(model_id))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -204,24 +210,35 @@ def load(
     package = _resolve(_root(repository), model_id, version)
     card = _read_card(package)
     weights_path = package / card.weights_file
-    data = _verified_weights(weights_path, card)
+    model = build_checked_model(card, _verified_weights(weights_path, card), str(weights_path))
+    model = model.to(resolve_device(device))
+    model.eval()
+    return model, card
+
+
+def build_checked_model(card: ModelCard, data: bytes, where: str) -> CertifiableModel:
+    """The network ``card`` describes with the weights ``data`` (the bytes of ``where``, already
+    checked against the card's SHA-256) loaded, after re-certifying its Lipschitz bound.
+
+    Raises :class:`ModelIntegrityError` when ``data`` is not a safetensors file, the weights do
+    not fit the card's architecture and config exactly, or the bound recomputed from them
+    exceeds the card's (or the card records one for a network that has none).
+    """
     # The bytes that were hashed are the bytes that are parsed: nothing is read twice.
     try:
         state = load_safetensors(data)
     except SafetensorError as error:
-        raise ModelIntegrityError(f"{weights_path} is not a safetensors file: {error}") from None
+        raise ModelIntegrityError(f"{where} is not a safetensors file: {error}") from None
     try:
         model = build_model(card.architecture, card.input_shape, card.num_classes, card.config)
         model.load_state_dict(state, strict=True)
     except (ValueError, TypeError, RuntimeError) as error:
         raise ModelIntegrityError(
-            f"the weights of {model_id!r} version {card.version} do not fit the network its "
+            f"the weights of {card.id!r} version {card.version} do not fit the network its "
             f"card describes: {error}"
         ) from None
     _check_bound(model, card)
-    model = model.to(resolve_device(device))
-    model.eval()
-    return model, card
+    return model
 
 
 def read_verified_card(
@@ -307,7 +324,7 @@ def save_model(
     # Here, not at the top: importing the models package loads no dataset library.
     from models.data.dataset import CHANNEL_ORDERS
 
-    _check_model_id(model_id)
+    check_model_id(model_id)
     root = _root(repository)
     existing = _versions(root, model_id)
     new_version = str(int(existing[-1]) + 1 if existing else 1) if version is None else str(version)
