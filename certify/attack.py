@@ -148,6 +148,10 @@ class _Budget:
     def seconds(self) -> float:
         return time.perf_counter() - self.started
 
+    def recorded(self) -> dict[str, Any]:
+        """The result fields that account for the run: queries spent and allowed, seconds."""
+        return {"queries": self.queries, "max_queries": self.max_queries, "seconds": self.seconds}
+
 
 def _unit(vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each row divided by its L2 norm; a zero row becomes a random unit direction."""
@@ -178,14 +182,26 @@ def _margins(logits: torch.Tensor, label: int) -> torch.Tensor:
     return logits[:, label] - others.max(dim=1).values
 
 
+@dataclass(frozen=True)
+class _DdnSettings:
+    """DDN's settings for one attack: ``restarts`` starts, ``steps`` steps each, the first
+    step size ``initial_norm``."""
+
+    steps: int
+    restarts: int
+    initial_norm: float
+
+    @classmethod
+    def validate(cls, steps: Any, restarts: Any, initial_norm: float) -> _DdnSettings:
+        steps = validate_count("steps", steps)
+        return cls(steps, validate_count("restarts", restarts), initial_norm)
+
+
 def _ddn(
     x: torch.Tensor,
     margin_of: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    restarts: int,
-    steps: int,
-    initial_norm: float,
-    queries_per_step: int,
+    settings: _DdnSettings,
+    queries_per_point: int,
     generator: torch.Generator,
     budget: _Budget,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -193,10 +209,12 @@ def _ddn(
     ``inf`` norm where none was found), their norms, and why the loop ended.
 
     ``margin_of(points)`` returns a differentiable margin per point that is negative when the
-    point is adversarial. Restart 0 starts at ``x``; the others at random points of the sphere
-    of radius ``initial_norm / 2``. Step sizes follow DDN's cosine schedule from
-    ``initial_norm`` down to 0.
+    point is adversarial; it costs ``queries_per_point`` model evaluations per point. Restart 0
+    starts at ``x``; the others at random points of the sphere of radius ``initial_norm / 2``.
+    Step sizes follow DDN's cosine schedule from ``initial_norm`` down to 0.
     """
+    restarts, steps, initial_norm = settings.restarts, settings.steps, settings.initial_norm
+    queries_per_step = restarts * queries_per_point
     shape = (restarts, *x.shape)
     delta = torch.zeros(shape, dtype=x.dtype, device=x.device)
     if restarts > 1:
@@ -232,6 +250,24 @@ def _ddn(
     return best, best_norm, stopped
 
 
+def _distance(point: torch.Tensor, image: torch.Tensor) -> float:
+    """``‖point − image‖₂`` in float64, rounded up (the reported ``distance``)."""
+    return round_up(float((point.to(torch.float64) - image.to(torch.float64)).norm()))
+
+
+def _run_record(
+    ddn: _DdnSettings, budget: _Budget, image: torch.Tensor, device: torch.device
+) -> dict[str, Any]:
+    """The result fields both attacks record about their run, by field name."""
+    return {
+        "steps": ddn.steps,
+        "restarts": ddn.restarts,
+        "input_shape": tuple(image.shape),
+        "device": str(device),
+        **budget.recorded(),
+    }
+
+
 def margin_attack(
     model: Any,
     x: Any,
@@ -263,8 +299,7 @@ def margin_attack(
     ensemble = validate_count("ensemble", ensemble)
     seed = validate_seed(seed)
     attack_seed = validate_seed(seed if attack_seed is None else attack_seed)
-    steps = validate_count("steps", steps)
-    restarts = validate_count("restarts", restarts)
+    ddn = _DdnSettings.validate(steps, restarts, initial_norm)
     max_queries = validate_count("max_queries", max_queries)
     omega_seeds = frozen_omega_seeds(model, ensemble, seed)
     device = model_device(model)
@@ -287,16 +322,7 @@ def margin_attack(
         logits = frozen_ensemble_logits(model, points.to(torch.float32), omega_seeds)
         return _margins(logits, label)
 
-    best, best_norm, stopped = _ddn(
-        x_device,
-        margin_of,
-        restarts=restarts,
-        steps=steps,
-        initial_norm=initial_norm,
-        queries_per_step=restarts * draws,
-        generator=generator,
-        budget=budget,
-    )
+    best, best_norm, stopped = _ddn(x_device, margin_of, ddn, draws, generator, budget)
     found = torch.isfinite(best_norm)
     adversarial: torch.Tensor | None = None
     label_found: int | None = None
@@ -326,27 +352,18 @@ def margin_attack(
             adversarial = points[index].detach().cpu()
             label_found = int(labels[index])
             stopped = "found"
-    distance = None
-    if adversarial is not None:
-        exact = (adversarial.to(torch.float64) - image.to(torch.float64)).norm()
-        distance = round_up(float(exact))
+    distance = None if adversarial is None else _distance(adversarial, image)
     return AttackResult(
         classifier="frozen_ensemble",
         label=label,
         label_found=label_found,
         distance=distance,
-        queries=budget.queries,
-        max_queries=max_queries,
-        steps=steps,
-        restarts=restarts,
         seed=attack_seed,
-        seconds=budget.seconds,
         stopped=stopped,
-        input_shape=tuple(image.shape),
-        device=str(device),
         ensemble=ensemble,
         omega_seeds=omega_seeds,
         adversarial=adversarial,
+        **_run_record(ddn, budget, image, device),
     )
 
 
@@ -392,8 +409,7 @@ def smoothing_attack(
     sigma = validate_sigma(sigma)
     alpha = validate_alpha(alpha)
     samples_per_step = validate_count("samples_per_step", samples_per_step)
-    steps = validate_count("steps", steps)
-    restarts = validate_count("restarts", restarts)
+    ddn = _DdnSettings.validate(steps, restarts, initial_norm)
     predict_n = validate_count("predict_n", predict_n)
     batch_size = validate_count("batch_size", batch_size)
     max_queries = validate_count("max_queries", max_queries)
@@ -427,19 +443,13 @@ def smoothing_attack(
         return AttackResult(
             classifier="smoothed",
             label=label,
-            queries=budget.queries,
-            max_queries=max_queries,
-            steps=steps,
-            restarts=restarts,
             seed=seed,
-            seconds=budget.seconds,
-            input_shape=tuple(image.shape),
-            device=str(device),
             sigma=sigma,
             alpha=alpha,
             samples_per_step=samples_per_step,
             predict_n=predict_n,
             **fields,
+            **_run_record(ddn, budget, image, device),
         )
 
     if label is None:
@@ -460,16 +470,7 @@ def smoothing_attack(
         soft = soft.view(points.shape[0], samples_per_step, -1).mean(dim=1)
         return _margins(torch.log(soft.clamp_min(1e-300)), label)
 
-    best, best_norm, stopped = _ddn(
-        x_device,
-        margin_of,
-        restarts=restarts,
-        steps=steps,
-        initial_norm=initial_norm,
-        queries_per_step=restarts * samples_per_step,
-        generator=generator,
-        budget=budget,
-    )
+    best, best_norm, stopped = _ddn(x_device, margin_of, ddn, samples_per_step, generator, budget)
     if not bool(torch.isfinite(best_norm).any()):
         return result(label_found=None, distance=None, stopped=stopped)
     direction = _unit(best[int(best_norm.argmin())].unsqueeze(0), generator)[0]
@@ -513,10 +514,9 @@ def smoothing_attack(
     if confirmed is None or confirmed == label:
         return result(label_found=None, distance=None, stopped="not_found", p_value=p_value)
     adversarial = adversarial.detach().cpu()
-    distance = round_up(float((adversarial.to(torch.float64) - image.to(torch.float64)).norm()))
     return result(
         label_found=confirmed,
-        distance=distance,
+        distance=_distance(adversarial, image),
         stopped="found",
         p_value=p_value,
         adversarial=adversarial,

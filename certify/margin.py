@@ -23,6 +23,7 @@ from certify.sampling import check_logits, model_device, require_ieee_float32
 from certify.seeds import derive_seeds
 from certify.validation import (
     float32_rounding_offset,
+    radius_around_input,
     validate_count,
     validate_image,
     validate_lipschitz,
@@ -148,12 +149,9 @@ def margin_certify(
 
     top_two = torch.topk(logits, 2)
     margin = float(top_two.values[0] - top_two.values[1])
-    radius = margin_radius(margin, lipschitz_value)
-    if radius > 0.0 and input_rounding > 0.0:
-        radius = max(0.0, round_down(radius - input_rounding))
     return MarginCertificate(
         label=int(top_two.indices[0]),
-        radius=radius,
+        radius=radius_around_input(margin_radius(margin, lipschitz_value), input_rounding),
         margin=margin,
         logits=tuple(float(v) for v in logits.tolist()),
         lipschitz=lipschitz_value,

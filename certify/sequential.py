@@ -31,18 +31,11 @@ import torch
 from scipy.special import ndtr
 
 from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
+from certify.noisy_run import NoisyRunParameters
 from certify.result import CertificationResult
 from certify.rounding import round_down, round_up
-from certify.sampling import CancellationCheck, NoisyVoteSampler, ProgressCallback
-from certify.validation import (
-    float32_rounding_offset,
-    validate_alpha,
-    validate_count,
-    validate_image,
-    validate_radius,
-    validate_seed,
-    validate_sigma,
-)
+from certify.sampling import CancellationCheck, ProgressCallback
+from certify.validation import validate_count, validate_radius
 
 FIRST_CHECKPOINT = 64
 """Estimation samples at the first look; with p_c = 1 this decides radii up to about σ."""
@@ -127,30 +120,16 @@ def certify_at_radius(
 
     ``progress`` reports ``(samples_done, n0 + max_samples)``; the run usually stops early.
     """
-    image = validate_image(x)
-    input_rounding = float32_rounding_offset(x, image)
+    run = NoisyRunParameters.validate(x, sigma=sigma, alpha=alpha, batch_size=batch_size, seed=seed)
     radius = validate_radius(radius)
-    sigma = validate_sigma(sigma)
-    alpha = validate_alpha(alpha)
     max_samples = validate_count("max_samples", max_samples)
-    batch_size = validate_count("batch_size", batch_size)
     n0 = validate_count("n0", n0)
-    seed = validate_seed(seed)
 
     checkpoints = geometric_checkpoints(max_samples)
-    alpha_per_checkpoint = alpha / len(checkpoints)
-    needed = radius if input_rounding == 0.0 else round_up(radius + input_rounding)
-    threshold = float(ndtr(needed / sigma))
-    sampler = NoisyVoteSampler(
-        model,
-        image,
-        sigma=sigma,
-        batch_size=batch_size,
-        seed=seed,
-        samples_planned=n0 + max_samples,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
+    alpha_per_checkpoint = run.alpha / len(checkpoints)
+    needed = radius if run.input_rounding == 0.0 else round_up(radius + run.input_rounding)
+    threshold = float(ndtr(needed / run.sigma))
+    sampler = run.sampler(model, n0 + max_samples, progress, should_cancel)
     label = int(sampler.count(n0).argmax())
 
     counts: torch.Tensor | None = None
@@ -182,14 +161,8 @@ def certify_at_radius(
         samples=sampler.samples_done,
         checkpoints=checkpoints,
         alpha_per_checkpoint=alpha_per_checkpoint,
-        sigma=sigma,
-        alpha=alpha,
         n0=n0,
         max_samples=max_samples,
-        batch_size=batch_size,
-        seed=seed,
-        input_shape=tuple(image.shape),
-        input_rounding=input_rounding,
-        device=str(sampler.device),
-        torch_version=torch.__version__,
+        input_rounding=run.input_rounding,
+        **run.recorded(sampler),
     )

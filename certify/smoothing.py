@@ -22,22 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from scipy.special import ndtri
 from scipy.stats import binomtest
 
 from certify.bounds import clopper_pearson_lower
+from certify.noisy_run import NoisyRunParameters, counts_tuple
 from certify.result import CertificationResult
 from certify.rounding import round_down, round_up
-from certify.sampling import CancellationCheck, NoisyVoteSampler, ProgressCallback
-from certify.validation import (
-    float32_rounding_offset,
-    validate_alpha,
-    validate_count,
-    validate_image,
-    validate_seed,
-    validate_sigma,
-)
+from certify.sampling import CancellationCheck, ProgressCallback
+from certify.validation import radius_around_input, validate_count
 
 
 @dataclass(frozen=True)
@@ -100,10 +93,6 @@ def gaussian_smoothing_radius(p_lower: float, sigma: float) -> float:
     return round_down(sigma * float(ndtri(p_lower)))
 
 
-def _counts_tuple(counts: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(c) for c in counts.cpu().tolist())
-
-
 def smoothing_certify(
     model: Any,
     x: Any,
@@ -132,53 +121,29 @@ def smoothing_certify(
     (drawn fresh and recorded when ``None``) fixes every random draw; ``progress`` and
     ``should_cancel`` are called between batches (see :mod:`certify.sampling`).
     """
-    image = validate_image(x)
-    input_rounding = float32_rounding_offset(x, image)
-    sigma = validate_sigma(sigma)
+    run = NoisyRunParameters.validate(x, sigma=sigma, alpha=alpha, batch_size=batch_size, seed=seed)
     n0 = validate_count("n0", n0)
     n = validate_count("n", n)
-    alpha = validate_alpha(alpha)
-    batch_size = validate_count("batch_size", batch_size)
-    seed = validate_seed(seed)
-
-    sampler = NoisyVoteSampler(
-        model,
-        image,
-        sigma=sigma,
-        batch_size=batch_size,
-        seed=seed,
-        samples_planned=n0 + n,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
+    sampler = run.sampler(model, n0 + n, progress, should_cancel)
     selection_counts = sampler.count(n0)
     candidate = int(selection_counts.argmax())
-    counts = sampler.count(n)
-    counts_host = _counts_tuple(counts)
-    p_lower = clopper_pearson_lower(counts_host[candidate], n, alpha)
+    counts = counts_tuple(sampler.count(n))
+    p_lower = clopper_pearson_lower(counts[candidate], n, run.alpha)
     abstained = p_lower < 0.5
-    radius = 0.0 if abstained else gaussian_smoothing_radius(p_lower, sigma)
-    if radius > 0.0 and input_rounding > 0.0:
-        radius = max(0.0, round_down(radius - input_rounding))
+    radius = 0.0 if abstained else gaussian_smoothing_radius(p_lower, run.sigma)
     return SmoothingCertificate(
         label=None if abstained else candidate,
         abstained=abstained,
-        radius=radius,
+        radius=radius_around_input(radius, run.input_rounding),
         p_lower=p_lower,
         candidate=candidate,
-        counts=counts_host,
-        selection_counts=_counts_tuple(selection_counts),
+        counts=counts,
+        selection_counts=counts_tuple(selection_counts),
         samples=sampler.samples_done,
-        sigma=sigma,
         n0=n0,
         n=n,
-        alpha=alpha,
-        batch_size=batch_size,
-        seed=seed,
-        input_shape=tuple(image.shape),
-        input_rounding=input_rounding,
-        device=str(sampler.device),
-        torch_version=torch.__version__,
+        input_rounding=run.input_rounding,
+        **run.recorded(sampler),
     )
 
 
@@ -206,42 +171,22 @@ def smoothing_predict(
     returned when the two-sided binomial test of ``n_A`` out of ``n_A + n_B`` against 1/2
     (``scipy.stats.binomtest``) has a p-value ≤ ``alpha``.
     """
-    image = validate_image(x)
-    sigma = validate_sigma(sigma)
+    run = NoisyRunParameters.validate(x, sigma=sigma, alpha=alpha, batch_size=batch_size, seed=seed)
     n = validate_count("n", n)
-    alpha = validate_alpha(alpha)
-    batch_size = validate_count("batch_size", batch_size)
-    seed = validate_seed(seed)
-
-    sampler = NoisyVoteSampler(
-        model,
-        image,
-        sigma=sigma,
-        batch_size=batch_size,
-        seed=seed,
-        samples_planned=n,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    counts_host = _counts_tuple(sampler.count(n))
-    ranked = sorted(range(len(counts_host)), key=lambda c: (-counts_host[c], c))
+    sampler = run.sampler(model, n, progress, should_cancel)
+    counts = counts_tuple(sampler.count(n))
+    ranked = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
     top = ranked[0]
-    top_votes = counts_host[top]
-    runner_up_votes = counts_host[ranked[1]] if len(ranked) > 1 else 0
+    top_votes = counts[top]
+    runner_up_votes = counts[ranked[1]] if len(ranked) > 1 else 0
     p_value = float(binomtest(top_votes, top_votes + runner_up_votes, 0.5).pvalue)
-    abstained = round_up(p_value) > alpha
+    abstained = round_up(p_value) > run.alpha
     return SmoothingPrediction(
         label=None if abstained else top,
         abstained=abstained,
         p_value=p_value,
-        counts=counts_host,
+        counts=counts,
         samples=sampler.samples_done,
-        sigma=sigma,
         n=n,
-        alpha=alpha,
-        batch_size=batch_size,
-        seed=seed,
-        input_shape=tuple(image.shape),
-        device=str(sampler.device),
-        torch_version=torch.__version__,
+        **run.recorded(sampler),
     )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from certify.rounding import round_down
 from certify.seeds import SEED_BITS, fresh_seed
 
 MIN_SIGMA = 1e-4
@@ -72,6 +73,18 @@ def float32_rounding_offset(x: Any, image: torch.Tensor) -> float:
         return 0.0
     difference = original.to(torch.float64) - image.to(original.device, torch.float64)
     return float(torch.linalg.vector_norm(difference)) * NORM_ROUNDING_FACTOR
+
+
+def radius_around_input(radius: float, input_rounding: float) -> float:
+    """A radius certified around ``float32(x)``, made to hold around ``x`` itself.
+
+    With ``input_rounding ≥ ‖x − float32(x)‖₂`` (:func:`float32_rounding_offset`), the
+    triangle inequality leaves ``radius − input_rounding`` around ``x``; it is rounded down
+    and never below 0. An exact float32 input (``input_rounding == 0``) keeps its radius.
+    """
+    if radius > 0.0 and input_rounding > 0.0:
+        return max(0.0, round_down(radius - input_rounding))
+    return radius
 
 
 def _real(name: str, value: Any) -> float:

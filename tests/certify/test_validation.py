@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from certify import certify_at_radius, margin_certify, smoothing_certify, smoothing_predict
+from certify.validation import radius_around_input
 from tests.certify.classifiers import ConstantClassifier
 
 GOOD = torch.full((1, 4, 4), 0.5)
@@ -127,3 +128,12 @@ def test_numpy_images_are_accepted():
 def test_a_model_with_the_wrong_output_shape_is_refused(output):
     with pytest.raises(ValueError, match=r"logits \[batch, classes\]"):
         smoothing_certify(lambda x: output(x.shape[0]), GOOD, sigma=0.25, n0=10, n=10, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("radius", "rounding"), [(0.5, 0.0), (0.5, 1e-8), (0.5, 0.25), (1e-9, 1e-8), (0.0, 1e-8)]
+)
+def test_a_radius_moved_to_the_caller_input_never_exceeds_the_triangle_inequality(radius, rounding):
+    moved = radius_around_input(radius, rounding)
+    assert 0.0 <= moved <= max(0.0, radius - rounding)
+    assert moved == radius or rounding > 0.0
