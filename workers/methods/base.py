@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -88,3 +88,36 @@ def register_method(method: Method) -> Method:
         raise ValueError(f"a certificate method named {method.name!r} is already registered")
     REGISTRY[method.name] = method
     return method
+
+
+def certificate_outcome(
+    result: Any, guarantee: str, samples: int, *, certified: bool = True
+) -> MethodOutcome:
+    """The outcome of a certificate whose result has a ``label`` and a ``radius`` (``None`` and
+    0 when it abstains); ``certified=False`` reports neither, for a result that certifies no
+    label although it names one (the sequential test's ``not_certified``)."""
+    from workers.guarantees import abstention_reason
+
+    return MethodOutcome(
+        label=result.label if certified else None,
+        radius=result.radius if certified else 0.0,
+        guarantee=guarantee,
+        abstention_reason=abstention_reason(result),
+        samples=samples,
+        result=result,
+    )
+
+
+def smoothing_options(call: MethodCall) -> dict[str, Any]:
+    """The keyword arguments every smoothing run of a job takes: the job's σ, α, n0, batch
+    size and seed, and its progress and cancellation hooks."""
+    parameters = call.parameters
+    return {
+        "sigma": parameters.sigma,
+        "alpha": parameters.alpha,
+        "n0": parameters.n0,
+        "batch_size": parameters.batch_size,
+        "seed": parameters.seed,
+        "progress": call.progress,
+        "should_cancel": call.should_cancel,
+    }

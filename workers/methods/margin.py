@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from workers.methods.base import Method, MethodCall, MethodOutcome
+from workers.methods.base import Method, MethodCall, MethodOutcome, certificate_outcome
 
 
 def run(call: MethodCall) -> MethodOutcome:
     """``certify.margin_certify`` with K = the job's ``ensemble`` frozen draws from its seed."""
     import certify
-    from workers.guarantees import abstention_reason, margin_guarantee
+    from workers.guarantees import margin_guarantee
 
     parameters = call.parameters
     result = certify.margin_certify(
         call.loaded.model, call.image, ensemble=parameters.ensemble, seed=parameters.seed
     )
     call.progress(result.ensemble, result.ensemble)
-    return MethodOutcome(
-        label=result.label,
-        radius=result.radius,
-        guarantee=margin_guarantee(result),
-        abstention_reason=abstention_reason(result),
-        samples=result.ensemble,
-        result=result,
-    )
+    return certificate_outcome(result, margin_guarantee(result), result.ensemble)
 
 
 MARGIN = Method(

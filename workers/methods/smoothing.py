@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from workers.methods.base import Method, MethodCall, MethodOutcome
+from workers.methods.base import (
+    Method,
+    MethodCall,
+    MethodOutcome,
+    certificate_outcome,
+    smoothing_options,
+)
 
 
 def run(call: MethodCall) -> MethodOutcome:
     """``certify.smoothing_certify`` at the job's σ, α, n0, n, batch size and seed."""
     import certify
-    from workers.guarantees import abstention_reason, smoothing_guarantee
+    from workers.guarantees import smoothing_guarantee
 
-    parameters = call.parameters
     result = certify.smoothing_certify(
-        call.loaded.model,
-        call.image,
-        sigma=parameters.sigma,
-        n0=parameters.n0,
-        n=parameters.n,
-        alpha=parameters.alpha,
-        batch_size=parameters.batch_size,
-        seed=parameters.seed,
-        progress=call.progress,
-        should_cancel=call.should_cancel,
+        call.loaded.model, call.image, n=call.parameters.n, **smoothing_options(call)
     )
-    return MethodOutcome(
-        label=result.label,
-        radius=result.radius,
-        guarantee=smoothing_guarantee(result),
-        abstention_reason=abstention_reason(result),
-        samples=result.samples,
-        result=result,
-    )
+    return certificate_outcome(result, smoothing_guarantee(result), result.samples)
 
 
 SMOOTHING = Method(
