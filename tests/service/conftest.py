@@ -13,6 +13,7 @@ from PIL import Image
 
 from service.core.config import Settings
 from service.main import create_app
+from tests.service.gateway_process import GatewayProcess
 from tests.workers.small_models import SmallModelSource
 
 
@@ -41,6 +42,25 @@ def settings() -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, SmallModelSource())) as test_client:
         yield test_client
+
+
+LIVE_GATEWAY_SETTINGS = {"max_queued_jobs": "1", "default_n": "2000"}
+"""The shared gateway's settings: one unfinished job at a time (a second submission meets a
+429 while one runs) and light default certificates."""
+
+
+@pytest.fixture(scope="session")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One real ``hycas serve`` (embedded mode, the shipped models) shared by the client and
+    page tests, which leave no job unfinished."""
+    gateway = GatewayProcess(
+        tmp_path_factory.mktemp("live-gateway") / "gateway.log", **LIVE_GATEWAY_SETTINGS
+    )
+    try:
+        gateway.wait_ready()
+        yield gateway
+    finally:
+        gateway.stop()
 
 
 def png_bytes(size: tuple[int, int] = (28, 28), mode: str = "L", seed: int = 0) -> bytes:

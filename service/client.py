@@ -1,0 +1,360 @@
+"""A Python client of the HyCAS Certify API: submit, poll, retry, read typed results.
+
+It needs httpx only (no FastAPI, no torch), so a pipeline installs nothing else to use it::
+
+    from service.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key=None) as client:
+        result = client.certify("scan.dcm", "digits-hycas", n=10_000)
+        print(result.prediction.class_name, result.certificates["smoothing"].radius)
+
+Submissions refused with 429 (the backlog is full) or 503 (no worker or queue right now) are
+retried after the server's ``Retry-After`` (else after an exponential backoff) up to
+``max_retries`` times; every other refusal raises :class:`APIError` with the API's ``code``
+and ``message``. A job that fails or is cancelled raises :class:`JobFailed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+RETRIED_STATUSES = (429, 503)
+"""Statuses a request is sent again after: the service is busy, not the request wrong."""
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+ImageInput = str | Path | bytes | Any
+"""A file path, the file's bytes, or an array of values in [0, 1] (anything with
+``tolist()``, or nested lists): ``[H, W]``, ``[C, H, W]`` or ``[H, W, C]``."""
+
+
+class APIError(Exception):
+    """The API refused a request: its HTTP ``status``, stable ``code`` and ``message``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class JobFailed(Exception):
+    """A job ended without a result: ``failed`` (with the job's error) or ``cancelled``."""
+
+    def __init__(self, job: Job) -> None:
+        error = job.error or {}
+        reason = error.get("message", "cancelled" if job.status == "cancelled" else job.status)
+        super().__init__(f"job {job.id} {job.status}: {reason}")
+        self.job = job
+        self.code = error.get("code", job.status)
+        self.message = reason
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """One certificate: the label it certifies (``None``: abstained) and its L2 radius, with
+    the sentence saying what it guarantees."""
+
+    method: str
+    label: int | None
+    class_name: str | None
+    radius: float
+    abstained: bool
+    classifier: str
+    guarantee: str
+    details: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Certificate:
+        return cls(
+            method=body["method"],
+            label=body["label"],
+            class_name=body["class_name"],
+            radius=body["radius"],
+            abstained=body["abstained"],
+            classifier=body["classifier"],
+            guarantee=body["guarantee"],
+            details=body.get("details", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The primary certificate's answer (``label`` ``None`` when it abstains) and a note."""
+
+    label: int | None
+    class_name: str | None
+    method: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished certification: the prediction, each certificate by method name, the warnings
+    about the input, and the whole JSON report (``raw``: input description, provenance)."""
+
+    prediction: Prediction
+    certificates: dict[str, Certificate]
+    warnings: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Result:
+        prediction = body["prediction"]
+        return cls(
+            prediction=Prediction(
+                label=prediction["label"],
+                class_name=prediction["class_name"],
+                method=prediction["method"],
+                note=prediction["note"],
+            ),
+            certificates={
+                name: Certificate.from_json(value) for name, value in body["certificates"].items()
+            },
+            warnings=tuple(body.get("warnings", ())),
+            input_shape=tuple(body["input_space"]["shape"]),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the API last described it; ``result`` is set once it succeeded."""
+
+    id: str
+    status: str
+    model: str
+    version: str
+    progress: float
+    """Fraction of the planned model evaluations done, in [0, 1]."""
+    result: Result | None
+    error: Mapping[str, str] | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Job:
+        return cls(
+            id=body["id"],
+            status=body["status"],
+            model=body["model"]["id"],
+            version=body["model"]["version"],
+            progress=body["progress"]["fraction"],
+            result=None if body.get("result") is None else Result.from_json(body["result"]),
+            error=body.get("error"),
+            raw=body,
+        )
+
+
+def _form_fields(model: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """The multipart text fields: the model and every parameter given (``None`` left out)."""
+    fields = {"model": model}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        fields[name] = str(value)
+    return fields
+
+
+def _image_request(image: ImageInput, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``httpx`` keyword arguments of a ``POST /v1/certify``: a file as multipart, an array
+    as JSON."""
+    if isinstance(image, str | Path):
+        path = Path(image)
+        return {
+            "files": {"file": (path.name, path.read_bytes())},
+            "data": _form_fields(model, params),
+        }
+    if isinstance(image, bytes | bytearray):
+        return {"files": {"file": ("image", bytes(image))}, "data": _form_fields(model, params)}
+    values = image.tolist() if hasattr(image, "tolist") else image
+    body = {name: value for name, value in params.items() if value is not None}
+    return {"json": {"model": model, "image": values, **body}}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return None if value is None else max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = (
+            f"http_{response.status_code}",
+            response.text[:500] or response.reason_phrase,
+        )
+    raise APIError(response.status_code, code, message, _retry_after(response))
+
+
+class Client:
+    """The API at ``base_url`` (e.g. ``http://127.0.0.1:8000``), with ``api_key`` sent as
+    ``X-API-Key`` when given.
+
+    A request answered 429 or 503 is sent again after ``Retry-After`` seconds (else after
+    ``backoff · 2^attempt``, at most ``max_backoff``), up to ``max_retries`` times; then its
+    :class:`APIError` is raised. The client is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 8,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.poll_interval = poll_interval
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of one request, retried on 429 and 503 as the class says."""
+        for attempt in range(self.max_retries + 1):
+            response = self._http.request(method, path, **kwargs)
+            if response.status_code not in RETRIED_STATUSES or attempt == self.max_retries:
+                _raise_for_error(response)
+                return response.json()
+            delay = _retry_after(response)
+            if delay is None:
+                delay = min(self.max_backoff, self.backoff * 2**attempt)
+            logger.info(
+                "event=retry method=%s path=%s status=%d attempt=%d delay_seconds=%.1f",
+                method,
+                path,
+                response.status_code,
+                attempt + 1,
+                delay,
+            )
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model the service offers, each with its card (``GET /v1/models``)."""
+        return self._request("GET", "/v1/models")["models"]
+
+    def submit(self, image: ImageInput, model: str, **params: Any) -> Job:
+        """Send one image to certify and return its job at once (queued or running).
+
+        ``params`` are the API's options: ``methods`` (a list or comma-separated), ``sigma``,
+        ``alpha``, ``n0``, ``n``, ``batch_size``, ``ensemble``, ``target_radius``, ``seed``,
+        ``version``, ``strict``; those left out take the model card's and service's defaults.
+        """
+        return Job.from_json(
+            self._request("POST", "/v1/certify", **_image_request(image, model, params))
+        )
+
+    def job(self, job_id: str) -> Job:
+        """The job as it is now."""
+        return Job.from_json(self._request("GET", f"/v1/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask to cancel the job (queued: at once; running: at its next batch)."""
+        return Job.from_json(self._request("DELETE", f"/v1/jobs/{job_id}"))
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll until the job has finished (succeeded, failed or cancelled) and return it;
+        ``TimeoutError`` after ``timeout`` seconds. ``progress`` sees each poll's job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = self.poll_interval
+        while True:
+            job = self.job(job_id)
+            if progress is not None:
+                progress(job)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
+            time.sleep(interval)
+            interval = min(2.0, interval * 1.5)
+
+    def certify(
+        self,
+        image: ImageInput,
+        model: str,
+        *,
+        wait: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+        **params: Any,
+    ) -> Result:
+        """Certify one image and return its result, waiting at most ``wait`` seconds (``None``:
+        as long as it takes); raises :class:`JobFailed` when the job fails or is cancelled,
+        :class:`APIError` when the request is refused, ``TimeoutError`` after ``wait``.
+
+        The result's radii are the service's certificates, each stating its guarantee; this
+        client reports them as received and never changes a radius."""
+        job = self.wait(self.submit(image, model, **params).id, timeout=wait, progress=progress)
+        if job.result is None:
+            raise JobFailed(job)
+        return job.result
+
+    def certify_batch(
+        self,
+        images: Iterable[ImageInput],
+        model: str,
+        *,
+        concurrency: int = 4,
+        wait: float | None = None,
+        **params: Any,
+    ) -> list[Result | Exception]:
+        """Certify each image with at most ``concurrency`` jobs in flight at once; the list
+        holds, in the order of ``images``, each result or the exception that image raised
+        (:class:`APIError`, :class:`JobFailed`, ``TimeoutError``, ``OSError``)."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+
+        def one(image: ImageInput) -> Result | Exception:
+            try:
+                return self.certify(image, model, wait=wait, **params)
+            except (APIError, JobFailed, TimeoutError, OSError, httpx.HTTPError) as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(one, list(images)))
