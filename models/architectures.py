@@ -7,19 +7,23 @@ from typing import Any
 
 from models.baselines import build_lipschitz_baseline, build_plain_cnn
 from models.hycas import build_hycas
+from models.onnx_classifier import build_onnx_classifier
 from models.protocol import CertifiableModel
 
 ARCHITECTURES: dict[str, Callable[..., CertifiableModel]] = {
     "hycas": build_hycas,
     "cnn": build_plain_cnn,
+    "onnx": build_onnx_classifier,
 }
 """Architectures a card can name; each builder takes ``(input_shape, num_classes, **config)``."""
 
 TRAINABLE_ARCHITECTURES: dict[str, Callable[..., CertifiableModel]] = {
-    **ARCHITECTURES,
+    "hycas": build_hycas,
+    "cnn": build_plain_cnn,
     "lipschitz": build_lipschitz_baseline,
 }
-"""What ``hycas train --architecture`` accepts; ``lipschitz`` is saved as ``hycas`` with its
+"""What ``hycas train --architecture`` accepts (``onnx`` is imported, not trained:
+``hycas models import``); ``lipschitz`` is saved as ``hycas`` with its
 random parts switched off in the config."""
 
 

@@ -178,7 +178,7 @@ class ModelCard:
     version: str
     """A positive integer, as a string (the directory name)."""
     architecture: str
-    """A key of :data:`models.architectures.ARCHITECTURES` (``hycas`` or ``cnn``)."""
+    """A key of :data:`models.architectures.ARCHITECTURES` (``hycas``, ``cnn`` or ``onnx``)."""
     config: dict[str, Any]
     """The architecture's config; ``build_model(architecture, input_shape, classes, config)``
     rebuilds the network the weights belong to."""
