@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from service.api.errors import install_error_handlers
-from service.api.routes import batches, health, jobs, metrics, models
+from service.api.routes import batches, defaults, health, jobs, metrics, models, page, preview
 from service.core.config import Settings
 from service.metrics import RequestMetricsMiddleware
 from service.runtime import create_runtime
@@ -49,8 +50,19 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware)
-    for router in (jobs.router, batches.router, models.router, health.router, metrics.router):
+    for router in (
+        jobs.router,
+        preview.router,
+        defaults.router,
+        batches.router,
+        models.router,
+        health.router,
+        metrics.router,
+        page.router,
+    ):
         app.include_router(router)
+    # The page at / and its script and style: static files of the package, nothing external.
+    app.mount(page.WEB_URL, StaticFiles(directory=page.WEB_DIRECTORY), name="web")
     return app
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus") -> str:
     """The binary's path; skipped on a developer machine without it, an error in CI."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found (Debian package 'prometheus'; .ci/run installs it)"
+        message = f"{name} not found (Debian package {package!r}; .ci/run installs it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
