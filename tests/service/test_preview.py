@@ -103,3 +103,19 @@ def test_the_page_loads_only_what_the_gateway_serves(client):
         # No CDN, font or script from elsewhere (the SVG namespace is a name, not a request).
         hosts = re.findall(r"(?:https?:)?//([\w.-]+\.[a-z]{2,})", text)
         assert set(hosts) <= {"www.w3.org"}, (asset, hosts)
+
+
+def test_the_pages_files_are_package_data():
+    # A wheel carries them too (not only an editable install): each matches a package-data glob.
+    import fnmatch
+    import tomllib
+
+    from service.api.routes.page import WEB_DIRECTORY
+
+    globs = tomllib.loads((WEB_DIRECTORY.parents[1] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]["package-data"]["service"]
+    files = [p.relative_to(WEB_DIRECTORY.parent).as_posix() for p in WEB_DIRECTORY.iterdir()]
+    assert {"web/index.html", "web/app.js", "web/style.css"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, glob) for glob in globs), name
