@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from service.errors import InvalidAPIKey, MissingAPIKey
+from service.errors import Forbidden, InvalidAPIKey, MissingAPIKey
 
 
 def key_owner(key: str) -> str:
@@ -30,6 +30,22 @@ def authenticate(presented: str | None, configured: tuple[str, ...]) -> str | No
     if not accepted:
         raise InvalidAPIKey("the X-API-Key is not one of this service's keys")
     return key_owner(presented)
+
+
+def authenticate_admin(presented: str | None, admin_keys: tuple[str, ...]) -> str:
+    """The owner id of an admin key; 401 without a key, 403 for any other key (and for every
+    key when no admin key is configured: nobody may change the models then)."""
+    if not presented:
+        raise MissingAPIKey("changing the models needs an admin key in the X-API-Key header")
+    if not admin_keys:
+        raise Forbidden(
+            "this service has no admin keys (HYCAS_ADMIN_API_KEYS): models cannot be changed "
+            "over the API"
+        )
+    try:
+        return authenticate(presented, admin_keys)  # type: ignore[return-value]
+    except InvalidAPIKey:
+        raise Forbidden("this key may not change the models: that needs an admin key") from None
 
 
 def may_access(record_owner: str | None, caller: str | None) -> bool:

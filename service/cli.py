@@ -13,20 +13,10 @@ import textwrap
 from collections.abc import Sequence
 
 from service.commands import add_service_commands
-from service.model_commands import add_model_commands
+from service.model_commands import add_model_commands, parse_shape
 from workers.version import package_version
 
 DEFAULT_DESCRIBE_SHAPE = (1, 28, 28)
-
-
-def _parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        parts = tuple(int(p) for p in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape {text!r} is not C,H,W (e.g. 1,28,28)") from None
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"shape {text!r} has {len(parts)} numbers; want C,H,W")
-    return parts  # type: ignore[return-value]
 
 
 def _print_network(summary: dict, bound: str) -> None:
@@ -128,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     describe.add_argument(
         "--input-shape",
-        type=_parse_shape,
+        type=parse_shape,
         default=None,
         help="C,H,W of an untrained network (default 1,28,28)",
     )

@@ -36,6 +36,13 @@ class InvalidAPIKey(ServiceError):
     code = "invalid_api_key"
 
 
+class Forbidden(ServiceError):
+    """A valid key that may not do this (registering or retiring models needs an admin key)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
@@ -117,6 +124,13 @@ class UnsupportedSigma(ServiceError):
 class ParameterOutOfBounds(ServiceError):
     status_code = 422
     code = "parameter_out_of_bounds"
+
+
+class InvalidPackage(ServiceError):
+    """A model package that fails a registration check; nothing was stored."""
+
+    status_code = 422
+    code = "invalid_package"
 
 
 class InputMismatch(ServiceError):

@@ -41,6 +41,12 @@ HTTP_REQUEST_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+MODEL_CHANGES = Counter(
+    "hycas_model_changes",
+    "Changes of the model repository asked by admin keys, by action (register, retire) and "
+    "outcome (accepted; refused: a check failed; conflict: the version exists).",
+    ["action", "outcome"],
+)
 
 
 #: Methods recorded by name; any other is recorded as ``other``, so that a client cannot

@@ -34,6 +34,17 @@ def _radii(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"radii {text!r} are not numbers like 0.25,0.5") from None
 
 
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W`` (or ``CxHxW``) as three integers, for argparse."""
+    try:
+        parts = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not C,H,W (e.g. 1,28,28)") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"shape {text!r} has {len(parts)} numbers; want C,H,W")
+    return parts  # type: ignore[return-value]
+
+
 def _given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The options among ``names`` given on the command line (the rest keep their defaults)."""
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -184,6 +195,94 @@ def run_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registered(checked: Any, where: str) -> int:
+    card = checked.card
+    bound = "none (smoothing only)" if card.lipschitz_bound is None else card.lipschitz_bound
+    print(
+        f"registered {card.id} version {card.version} in {where} (sha256 {card.sha256}; "
+        f"architecture {card.architecture}; Lipschitz bound {bound})"
+    )
+    return 0
+
+
+def _push_over_http(path: Path, server: str, api_key: str | None, max_bytes: int) -> int:
+    import httpx
+
+    from models.registration import files_from_path
+
+    files = files_from_path(path, max_bytes)
+    headers = {} if api_key is None else {"X-API-Key": api_key}
+    parts = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
+    try:
+        response = httpx.post(
+            server.rstrip("/") + "/v1/models", files=parts, headers=headers, timeout=300
+        )
+    except httpx.HTTPError as error:
+        raise ValueError(f"cannot reach {server}: {error}") from None
+    body = response.json() if "json" in response.headers.get("content-type", "") else {}
+    if response.status_code != 201:
+        error = body.get("error", {})
+        raise ValueError(
+            f"{server} refused the package ({response.status_code} "
+            f"{error.get('code', 'error')}): {error.get('message', response.text[:200])}"
+        )
+    print(
+        f"registered {body['id']} version {body['version']} on {server} (sha256 "
+        f"{body['sha256']}; Lipschitz bound {body['lipschitz_bound']})"
+    )
+    return 0
+
+
+def run_models_push(args: argparse.Namespace) -> int:
+    import os
+
+    from models.package_store import PackageStore
+    from models.registration import files_from_path, register_package
+
+    max_bytes = args.max_bytes
+    if args.server is not None:
+        api_key = args.api_key or os.environ.get("HYCAS_API_KEY")
+        return _push_over_http(Path(args.path), args.server, api_key, max_bytes)
+    store = PackageStore(args.repository)
+    return _registered(
+        register_package(store, files_from_path(args.path, max_bytes)), store.location
+    )
+
+
+def _class_names(path: str) -> list[str]:
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [name for name in names if name]
+    if len(names) < 2:
+        raise ValueError(f"--classes {path} names {len(names)} class(es); a classifier has ≥ 2")
+    return names
+
+
+def run_models_import(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from models.onnx_classifier import import_onnx, parse_normalization
+    from models.package_store import PackageStore
+    from models.registration import files_from_path, register_package
+
+    store = PackageStore(args.repository)
+    existing = store.versions(args.model_id)
+    version = str(int(existing[-1]) + 1) if existing else "1"
+    with tempfile.TemporaryDirectory() as staging:
+        card = import_onnx(
+            args.onnx,
+            model_id=args.model_id,
+            input_shape=args.input_shape,
+            class_names=_class_names(args.classes),
+            sigma=args.sigma,
+            normalization=parse_normalization(args.normalization, args.input_shape[0]),
+            repository=staging,
+            version=version,
+        )
+        package = Path(staging) / card.id / card.version
+        checked = register_package(store, files_from_path(package, args.max_bytes))
+    return _registered(checked, store.location)
+
+
 def _print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 0
@@ -288,3 +387,50 @@ def add_model_commands(sub: Any) -> None:
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=run_models_list)
+
+    push = models_sub.add_parser(
+        "push",
+        help="register a package (folder or .tar/.zip) on a server, or in a repository",
+        description="Check a package (card, weights' SHA-256, the network it builds, its "
+        "recomputed Lipschitz bound) and register it: on a running server with --server "
+        "(POST /v1/models with an admin key from --api-key or $HYCAS_API_KEY), else directly "
+        "in the repository. Versions are immutable: an existing version is refused.",
+    )
+    push.add_argument("path", help="a package folder (model.json + weights) or an archive of it")
+    push.add_argument("--server", help="the service's URL, e.g. http://gateway:8000")
+    push.add_argument("--api-key", help="an admin key (default $HYCAS_API_KEY)")
+    push.add_argument(
+        "--repository",
+        help="without --server: folder or URL of the repository (default "
+        "$HYCAS_MODEL_REPOSITORY, else the shipped one)",
+    )
+    push.add_argument(
+        "--max-bytes", type=int, default=2**31, help="largest package read (unpacked)"
+    )
+    push.set_defaults(handler=run_models_push)
+
+    onnx = models_sub.add_parser(
+        "import",
+        help="wrap an ONNX classifier into a package (certified by smoothing only)",
+        description="Check an ONNX graph (one float32 input [B, C, H, W], one output [B, K]) "
+        "and register it as a package whose card says architecture onnx and lipschitz_bound "
+        "null: smoothing and the radius test certify it, margin requests are refused. Needs "
+        "the onnx extra (onnxruntime).",
+    )
+    onnx.add_argument("onnx", help="the .onnx file")
+    onnx.add_argument("--model-id", required=True)
+    onnx.add_argument("--input-shape", required=True, type=parse_shape, help="C,H,W")
+    onnx.add_argument("--classes", required=True, help="a text file, one class name a line")
+    onnx.add_argument(
+        "--sigma", required=True, type=float, help="the Gaussian noise σ it was trained with"
+    )
+    onnx.add_argument(
+        "--normalization",
+        help="mean,std applied before the graph (or C means then C stds); default none",
+    )
+    onnx.add_argument(
+        "--repository",
+        help="folder or URL (default $HYCAS_MODEL_REPOSITORY, else the shipped one)",
+    )
+    onnx.add_argument("--max-bytes", type=int, default=2**31, help="largest graph read")
+    onnx.set_defaults(handler=run_models_import)

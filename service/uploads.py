@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.errors import (
+    InvalidPackage,
     InvalidRequest,
     MalformedJSON,
     PayloadTooLarge,
@@ -287,3 +288,48 @@ def _check_image_count(count: int, max_images: int) -> None:
         raise InvalidRequest("the batch has no images; send them in 'files' fields")
     if count > max_images:
         raise PayloadTooLarge(f"the batch has {count} images; the limit is {max_images}")
+
+
+async def parse_package_upload(
+    request: Request, max_bytes: int, timeout_seconds: float | None = None
+) -> dict[str, bytes]:
+    """``POST /v1/models``: the package's files by file name, from a multipart form whose
+    file parts are ``model.json`` and its weights file, or one ``.tar``/``.tar.gz``/``.zip``
+    of them (unpacked here); refused past ``max_bytes``."""
+    from models.registration import PackageRefused, files_from_archive, is_archive
+
+    media_type = _media_type(request)
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type or '(none)'} is not accepted; send the package as "
+            "multipart/form-data (model.json and its weights, or one .tar or .zip of them)"
+        )
+    body = await read_body(request, max_bytes + FORM_OVERHEAD_BYTES, timeout_seconds)
+    fields, parts = await _parse_form(
+        request,
+        body,
+        max_files=8,
+        too_many_files=InvalidRequest("a package is model.json and its weights: 2 files"),
+    )
+    if fields:
+        raise InvalidRequest(
+            f"unknown form field(s) {sorted(fields)}; send the package's files as file parts"
+        )
+    uploads = [upload for group in parts.values() for upload in group]
+    files: dict[str, bytes] = {}
+    for upload in uploads:
+        name = (upload.filename or "").rsplit("/", 1)[-1]
+        if not name:
+            raise InvalidRequest("every file part needs a filename (model.json, …)")
+        if name in files:
+            raise InvalidRequest(f"the form holds two files named {name!r}")
+        files[name] = await upload.read()
+    if len(files) == 1 and is_archive(next(iter(files))):
+        ((name, data),) = files.items()
+        try:
+            return files_from_archive(data, name, max_bytes)
+        except PackageRefused as error:
+            raise InvalidPackage(str(error)) from None
+    if not files:
+        raise InvalidRequest("the form holds no files: send model.json and its weights")
+    return files

@@ -34,8 +34,13 @@ class ExecutionSettings(BaseSettings):
     """How long a finished job (its result or error) stays readable."""
     image_ttl_seconds: int = Field(default=3_600, ge=1)
     """How long a submitted image waits for a worker before the job fails as expired."""
-    model_repository: Path | None = None
-    """Model repository folder; unset: the one shipped with the package."""
+    model_repository: str | Path | None = None
+    """Model repository: a folder or an object store's URL (``s3://bucket/models``: see
+    :mod:`models.package_store`); unset: the one shipped with the package."""
+    model_cache_dir: Path | None = None
+    """Where packages of a repository given by URL are mirrored after their SHA-256 was
+    checked (one download per version and host); unset: ``hycas-model-cache`` in the
+    system's temporary folder."""
     model_refresh_seconds: float = Field(default=10.0, ge=0)
     """How often the repository is listed again, so new versions are used without a restart
     (a request naming a version not yet listed lists it at once)."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from service.auth import authenticate
+from service.auth import authenticate, authenticate_admin
 from service.core.config import Settings
 from service.runtime import ServiceRuntime
 from service.submission import JobService
@@ -37,8 +37,21 @@ def get_caller(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="an API key, when keys are set")] = None,
 ) -> str | None:
-    """The caller's owner id (SHA-256 of the key); ``None`` when the API has no keys."""
-    return authenticate(x_api_key, settings.api_keys)
+    """The caller's owner id (SHA-256 of the key); ``None`` when the API has no keys. Admin
+    keys are keys too, where the API has keys."""
+    keys = settings.api_keys + settings.admin_api_keys if settings.api_keys else ()
+    return authenticate(x_api_key, keys)
 
 
 CallerDep = Annotated[str | None, Depends(get_caller)]
+
+
+def get_admin(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="an admin key")] = None,
+) -> str:
+    """The owner id (SHA-256) of the admin key the request carries; 401 or 403 otherwise."""
+    return authenticate_admin(x_api_key, settings.admin_api_keys)
+
+
+AdminDep = Annotated[str, Depends(get_admin)]

@@ -18,6 +18,11 @@ from workers.config import ExecutionSettings
 class Settings(ExecutionSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     """Keys accepted in ``X-API-Key``; empty: the API is open. Comma-separated in the env."""
+    admin_api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Keys that may also register and retire model versions (``POST /v1/models``, ``DELETE
+    /v1/models/{id}/versions/{v}``); empty: nobody may. Comma-separated in the env."""
+    max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    """Largest model package accepted by ``POST /v1/models`` (all its files, unpacked)."""
     log_level: str = "INFO"
     metrics_dir: Path | None = None
     """prometheus-client multiprocess folder shared by gateway and workers on one host."""
@@ -58,7 +63,7 @@ class Settings(ExecutionSettings):
     """Refuse (422 ``input_mismatch``) an input that does not fit the model card's intended
     input, instead of answering with warnings; a request's ``strict`` overrides it."""
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
