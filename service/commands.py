@@ -148,12 +148,14 @@ def certification_progress(
     loaded: LoadedModel,
     parameters: CertificationParameters,
     stream: TextIO | None = None,
+    quiet: bool = False,
 ) -> Iterator[ProgressCallback]:
-    """On a terminal, a line saying what runs and a bar over its samples; elsewhere quiet."""
+    """On a terminal, a line saying what runs and a bar over its samples; elsewhere (or
+    ``quiet``) nothing."""
     from tqdm import tqdm
 
     stream = stream or sys.stderr
-    interactive = stream.isatty()
+    interactive = stream.isatty() and not quiet
     if interactive:
         plan = ", ".join(
             f"{method.value} ({count:,} forward pass{'' if count == 1 else 'es'})"
@@ -176,7 +178,62 @@ def certification_progress(
         yield report
 
 
+def run_remote_certify(args: argparse.Namespace) -> int:
+    """``hycas certify --server URL``: the same request through :mod:`service.client`, the
+    service's own result printed as a local one is."""
+    import httpx
+    from tqdm import tqdm
+
+    from service.client import APIError, Client, Job, JobFailed
+    from workers.certification import CertificationReport
+
+    options = {
+        "version": args.model_version,
+        "methods": args.methods,
+        "sigma": args.sigma,
+        "alpha": args.alpha,
+        "n0": args.n0,
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "ensemble": args.ensemble,
+        "target_radius": args.target_radius,
+        "seed": args.seed,
+        "strict": args.strict,
+    }
+    interactive = sys.stderr.isatty() and not args.quiet
+    with (
+        Client(args.server, api_key=args.api_key) as client,
+        tqdm(total=100, unit="%", file=sys.stderr, disable=not interactive, leave=False) as bar,
+    ):
+
+        def show(job: Job) -> None:
+            bar.set_description(job.status)
+            bar.update(round(100 * job.progress) - bar.n)
+
+        try:
+            result = client.certify(args.image, args.model, progress=show, **options)
+        except OSError as error:
+            print(f"hycas: error: cannot read {args.image}: {error.strerror}", file=sys.stderr)
+            return 2
+        except APIError as error:
+            print(f"hycas: error: {error.message} ({error.status} {error.code})", file=sys.stderr)
+            return 2
+        except JobFailed as error:
+            print(f"hycas: error: {error}", file=sys.stderr)
+            return 1
+        except httpx.HTTPError as error:
+            print(f"hycas: error: cannot reach {args.server}: {error}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(result.raw, indent=2))
+    else:
+        _print_report(CertificationReport.model_validate(result.raw))
+    return 0
+
+
 def run_certify(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return run_remote_certify(args)
     from service.core.config import Settings
     from service.errors import ServiceError
     from service.job_inputs import ImageUpload, decode_upload, resolve_parameters, strict_inputs
@@ -215,7 +272,9 @@ def run_certify(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    with certification_progress(Path(args.image).name, loaded, parameters) as progress:
+    with certification_progress(
+        Path(args.image).name, loaded, parameters, quiet=args.quiet
+    ) as progress:
         report = certify_image(
             loaded,
             torch.from_numpy(decoded.tensor),
@@ -262,7 +321,10 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--hostname", default=None, help="Celery node name")
     worker.set_defaults(handler=run_worker)
 
-    certify = sub.add_parser("certify", help="certify one image file with a model, no server")
+    certify = sub.add_parser(
+        "certify",
+        help="certify one image file with a model: here, or on a service with --server",
+    )
     certify.add_argument("image", help="PNG, JPEG, NPY or DICOM file")
     certify.add_argument("--model", required=True, help="model id, e.g. digits-hycas")
     certify.add_argument("--model-version", default=None, help="default: the latest")
@@ -288,4 +350,16 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         "warning (default HYCAS_STRICT_INPUTS)",
     )
     certify.add_argument("--json", action="store_true", help="print the full result as JSON")
+    certify.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="certify on this service (e.g. http://127.0.0.1:8000) instead of here",
+    )
+    certify.add_argument(
+        "--api-key",
+        default=os.environ.get("HYCAS_API_KEY"),
+        help="with --server: the X-API-Key to send (default $HYCAS_API_KEY)",
+    )
+    certify.add_argument("--quiet", action="store_true", help="no progress bar")
     certify.set_defaults(handler=run_certify)

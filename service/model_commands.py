@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
         repository=args.repository,
         version=args.version,
         device=args.device,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     card = outcome.card
     print(f"wrote {card.id} version {card.version} to {outcome.package} (sha256 {card.sha256})")
@@ -112,7 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         settings=EvaluationSettings(**settings, smoothing=not args.no_smoothing),
         repository=args.repository,
         device=args.device,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     print(format_summary(output.report.summary))
     print(f"wrote {output.json_path} and {output.plot_path}")
@@ -288,13 +289,24 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar (on stderr) only for a person watching: a terminal, and no ``--quiet``."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repository",
         help="model repository (default $HYCAS_MODEL_REPOSITORY, else the shipped one)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda…")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress bar (there is none either when stderr is not a terminal)",
+    )
 
 
 def add_model_commands(sub: Any) -> None:

@@ -5,6 +5,7 @@ code; a batch of 20 at concurrency 4 with -m slow."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -96,3 +97,18 @@ def test_a_batch_of_twenty_at_concurrency_four(tmp_path):
         assert not isinstance(outcome, Exception), outcome
         # In the order given: each result is about its own image.
         assert outcome.raw["input"]["sha256"] == hashlib.sha256(image).hexdigest()
+
+
+def test_hycas_certify_with_server_prints_the_services_result(live_gateway, capsys):
+    from service.cli import main
+
+    argv = ["certify", str(DIGIT), "--model", MODEL, "--server", live_gateway.url, "--n", "200"]
+    assert main([*argv, "--seed", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["provenance"]["seed"] == "3"
+    assert report["input"]["sha256"] == hashlib.sha256(DIGIT.read_bytes()).hexdigest()
+    assert main([*argv, "--methods", "margin"]) == 0
+    printed = capsys.readouterr().out
+    assert "prediction 6 (6)" in printed and "margin" in printed
+    assert main([*argv, "--sigma", "0.3"]) == 2
+    assert "(422 unsupported_sigma)" in capsys.readouterr().err
