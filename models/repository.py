@@ -35,7 +35,7 @@ from models.architectures import build_model
 from models.card import DatasetRecord, IntendedInput, ModelCard, TrainingRecord
 from models.devices import resolve_device
 from models.protocol import CertifiableModel
-from models.version import package_version
+from workers.version import package_version
 
 MODEL_REPOSITORY_ENV = "HYCAS_MODEL_REPOSITORY"
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -47,7 +47,9 @@ BOUND_DECIMALS = 12
 """The card records the certified bound rounded UP to this many decimal places, so a
 re-certification on another machine (other float64 LAPACK/FFT rounding) stays below it."""
 
-_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
+"""What a model id may be (at most 128 characters); anything else is refused before the
+repository is searched."""
 _VERSION = re.compile(r"[1-9][0-9]*")
 
 
@@ -72,10 +74,10 @@ def _root(repository: str | Path | None) -> Path:
 
 def check_model_id(model_id: str) -> str:
     """``model_id`` when it is a valid model id; else ``ValueError`` saying what one is."""
-    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
         raise ValueError(
             f"model id {model_id!r} is not valid: use lowercase letters, digits, '-' and '_', "
-            "starting with a letter or digit"
+            "starting with a letter or digit, at most 128 characters"
         )
     return model_id
 
@@ -95,7 +97,9 @@ def package_directory(
 def _model_ids(root: Path) -> list[str]:
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _MODEL_ID.fullmatch(p.name))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and MODEL_ID_PATTERN.fullmatch(p.name)
+    )
 
 
 def _versions(root: Path, model_id: str) -> list[str]:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from certify import ProgressCallback
     from service.runtime import ServiceRuntime
-    from workers.certification import CertificationParameters, ProgressCallback
+    from workers.certification import CertificationParameters
     from workers.model_cache import LoadedModel
 
 

@@ -8,7 +8,6 @@ certificate of a job replays from the job's one seed: each method is called with
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
@@ -192,17 +191,13 @@ class CertificationReport(BaseModel):
     provenance: Provenance
 
 
-ProgressCallback = Callable[[int, int], None]
-"""``(samples_done, samples_planned)`` over all the job's certificates."""
-
-
 def certify_image(
     loaded: LoadedModel,
     image: torch.Tensor,
     parameters: CertificationParameters,
     description: InputDescription,
     *,
-    progress: ProgressCallback | None = None,
+    progress: certify.ProgressCallback | None = None,
     should_cancel: certify.CancellationCheck | None = None,
     queue_wait_seconds: float | None = None,
 ) -> CertificationReport:

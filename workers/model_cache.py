@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -29,18 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-
+from models.devices import resolve_device
+from models.repository import MODEL_ID_PATTERN, UnknownModelError
 from workers import metrics
 
 if TYPE_CHECKING:
     from models.protocol import CertifiableModel
 
 logger = logging.getLogger(__name__)
-
-
-class UnknownModelError(LookupError):
-    """The repository has no such model or version; the message lists what exists."""
 
 
 class ModelUnavailableError(ValueError):
@@ -57,10 +52,6 @@ class VersionStatus:
     version: str
     available: bool
     reason: str | None = None
-
-
-MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
-"""What a model id may be; anything else is refused before the repository is searched."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +76,6 @@ class LoadedModel:
 
     def class_name(self, label: int | None) -> str | None:
         return None if label is None else self.class_names[label]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when it is available (checked in the calling process), else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class ModelSource(Protocol):

@@ -32,10 +32,11 @@ class LipschitzModule(nn.Module):
 
         On the CPU "unchanged" means the same values, so an in-place edit through ``.data``
         is seen. On an accelerator, comparing values would synchronise with the host at every
-        layer of every batch; there the key is the storage and its version counter, and an
-        edit through ``.data`` must be followed by ``clear_derived_weights()``. Either way the
-        layer's bound is unaffected: AOL and row-normalised weights are contractions whatever
-        parameters they were derived from.
+        layer of every batch; there the key is the storage and its version counter, which an
+        in-place edit under ``torch.no_grad()`` or ``load_state_dict`` advances and an edit
+        through ``.data`` does not (such an edit is not seen). Either way the layer's bound is
+        unaffected: AOL and row-normalised weights are contractions whatever parameters they
+        were derived from.
         """
         if torch.is_grad_enabled():
             return compute()
@@ -45,10 +46,6 @@ class LipschitzModule(nn.Module):
             cache = (_cache_key(params), compute())
             self.__dict__["_derived_weight_cache"] = cache
         return cache[1]
-
-    def clear_derived_weights(self) -> None:
-        """Forget the cached derived weight (after editing parameters in place on a GPU)."""
-        self.__dict__.pop("_derived_weight_cache", None)
 
 
 def _cache_key(params: tuple[torch.Tensor, ...]) -> tuple:
