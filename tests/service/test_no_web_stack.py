@@ -37,9 +37,15 @@ def web_modules(result: subprocess.CompletedProcess[str]) -> list[str]:
     return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
-def test_importing_the_decoders_and_the_commands_loads_no_web_stack():
-    result = run_python("import service.imaging, service.commands, service.job_inputs")
+def test_importing_the_client_the_decoders_and_the_commands_loads_no_web_stack():
+    result = run_python(
+        # The client first: alone it loads httpx and nothing of torch, numpy or pydantic.
+        "import sys, service.client\n"
+        "print(sorted({'torch', 'numpy', 'pydantic'} & set(sys.modules)))\n"
+        "import service.imaging, service.commands, service.job_inputs\n"
+    )
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "[]"
     assert web_modules(result) == []
 
 
