@@ -52,6 +52,20 @@ class MethodCall:
     progress: certify.ProgressCallback
     should_cancel: certify.CancellationCheck | None
 
+    def smoothing_options(self) -> dict[str, Any]:
+        """The keyword arguments every smoothing run of the job takes: the job's σ, α, n0,
+        batch size and seed, and its progress and cancellation hooks."""
+        parameters = self.parameters
+        return {
+            "sigma": parameters.sigma,
+            "alpha": parameters.alpha,
+            "n0": parameters.n0,
+            "batch_size": parameters.batch_size,
+            "seed": parameters.seed,
+            "progress": self.progress,
+            "should_cancel": self.should_cancel,
+        }
+
 
 @dataclass(frozen=True)
 class Method:
@@ -106,18 +120,3 @@ def certificate_outcome(
         samples=samples,
         result=result,
     )
-
-
-def smoothing_options(call: MethodCall) -> dict[str, Any]:
-    """The keyword arguments every smoothing run of a job takes: the job's σ, α, n0, batch
-    size and seed, and its progress and cancellation hooks."""
-    parameters = call.parameters
-    return {
-        "sigma": parameters.sigma,
-        "alpha": parameters.alpha,
-        "n0": parameters.n0,
-        "batch_size": parameters.batch_size,
-        "seed": parameters.seed,
-        "progress": call.progress,
-        "should_cancel": call.should_cancel,
-    }

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from workers.methods.base import (
-    Method,
-    MethodCall,
-    MethodOutcome,
-    certificate_outcome,
-    smoothing_options,
-)
+from workers.methods.base import Method, MethodCall, MethodOutcome, certificate_outcome
 
 
 def run(call: MethodCall) -> MethodOutcome:
@@ -22,7 +16,7 @@ def run(call: MethodCall) -> MethodOutcome:
         call.image,
         parameters.target_radius,
         max_samples=parameters.n,
-        **smoothing_options(call),
+        **call.smoothing_options(),
     )
     certified = result.decision is certify.RadiusDecision.CERTIFIED
     return certificate_outcome(

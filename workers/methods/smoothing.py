@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from workers.methods.base import (
-    Method,
-    MethodCall,
-    MethodOutcome,
-    certificate_outcome,
-    smoothing_options,
-)
+from workers.methods.base import Method, MethodCall, MethodOutcome, certificate_outcome
 
 
 def run(call: MethodCall) -> MethodOutcome:
@@ -17,7 +11,7 @@ def run(call: MethodCall) -> MethodOutcome:
     from workers.guarantees import smoothing_guarantee
 
     result = certify.smoothing_certify(
-        call.loaded.model, call.image, n=call.parameters.n, **smoothing_options(call)
+        call.loaded.model, call.image, n=call.parameters.n, **call.smoothing_options()
     )
     return certificate_outcome(result, smoothing_guarantee(result), result.samples)
 
