@@ -119,7 +119,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: object) -> None:
-    from workers.certification import CertificationReport
+    from workers.certification import AttackReport, CertificationReport
     from workers.guarantees import rounded_down
 
     assert isinstance(report, CertificationReport)
@@ -134,12 +134,23 @@ def _print_report(report: object) -> None:
     answer = "none" if prediction.label is None else f"{prediction.label} ({prediction.class_name})"
     print(f"prediction {answer}: {prediction.note}")
     for method, certificate in report.certificates.items():
+        if isinstance(certificate, AttackReport):
+            for finding in (certificate, *certificate.other_classifiers):
+                found = "nothing" if finding.label_found is None else f"label {finding.label_found}"
+                print(
+                    f"{method.value:<10} {found:<10} distance {finding.distance} "
+                    f"({finding.classifier}; {finding.queries:,} queries; {finding.seconds:.2f} s)"
+                )
+                print(f"             {finding.guarantee}")
+            continue
         label = "abstain" if certificate.label is None else f"label {certificate.label}"
         print(
             f"{method.value:<10} {label:<10} radius {rounded_down(certificate.radius)} "
             f"({certificate.classifier}; {certificate.seconds:.2f} s)"
         )
         print(f"             {certificate.guarantee}")
+    for bracket in report.brackets:
+        print(f"bracket    {bracket.statement}")
     print(f"seed       {report.provenance.seed}")
 
 
@@ -271,6 +282,8 @@ def run_certify(args: argparse.Namespace) -> int:
         # Refused values, unknown and unusable models reach ``main``, which prints one line.
         print(f"hycas: error: {error.message}", file=sys.stderr)
         return 2
+    import time
+
     import torch
 
     with certification_progress(
@@ -282,6 +295,7 @@ def run_certify(args: argparse.Namespace) -> int:
             parameters,
             decoded.description,
             progress=progress,
+            deadline=time.monotonic() + settings.task_time_limit_seconds,
         )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))

@@ -20,7 +20,7 @@ from service.imaging import DecodedImage, decode_array, decode_image
 from service.input_fit import check_input_fit
 from service.schemas import CertifyOptions
 from workers.certification import CertificationParameters
-from workers.methods import DEFAULT_METHODS, CertificationMethod, method
+from workers.methods import DEFAULT_METHODS, REGISTRY, CertificationMethod, method
 from workers.model_cache import LoadedModel
 
 
@@ -46,7 +46,16 @@ def require_method_options(
     methods: Sequence[CertificationMethod], options: CertifyOptions, loaded: LoadedModel
 ) -> None:
     """Refuse (422) a method whose required option is missing, or that needs a certified
-    Lipschitz bound the model does not have; what each method needs is in its registration."""
+    Lipschitz bound the model does not have, and an attack requested without a certificate
+    (it brackets one, and is never the prediction); what each method needs is in its
+    registration."""
+    attacks = [name for name in methods if not method(name).certifies]
+    if attacks and len(attacks) == len(methods):
+        certificates = ", ".join(m.name for m in REGISTRY.values() if m.certifies)
+        raise InvalidRequest(
+            f"the {attacks[0]} method gives an upper bound beside a certificate, never an answer "
+            f"of its own: request it with one of {certificates}"
+        )
     for name in methods:
         registered = method(name)
         for option in registered.requires:

@@ -24,10 +24,10 @@ from pydantic import (
 import certify
 from certify.seeds import SEED_BITS
 from service.imaging.description import InputDescription
-from workers.guarantees import prediction_note
+from workers.guarantees import bracket_statement, prediction_note
 from workers.identity import worker_name
 from workers.methods import DEFAULT_METHODS as DEFAULT_METHODS
-from workers.methods import CertificationMethod, MethodCall, method
+from workers.methods import AttackOutcome, CertificationMethod, MethodCall, MethodOutcome, method
 from workers.model_cache import LoadedModel
 from workers.version import package_version
 
@@ -126,6 +126,63 @@ class Certificate(BaseModel):
         return _seeds_as_text(details)
 
 
+class AttackFinding(BaseModel):
+    """What a minimum-norm L2 attack found on one classifier: an input with another answer at
+    ``distance``, an UPPER bound on the classifier's true robust radius at the image, or
+    nothing. Never a certificate: it has no radius and is never the prediction."""
+
+    classifier: str
+    """The classifier attacked: ``smoothed`` g, or the ``frozen_ensemble`` F_K."""
+    label: int | None
+    """Its answer at the image, the one attacked (``None``: g abstained there)."""
+    label_found: int | None
+    """Its answer at the input found (``None``: nothing found)."""
+    class_name_found: str | None
+    distance: float | None
+    """L2 distance (rounded up) of the input found from the image, in the space of
+    ``input_space``; ``None`` when nothing was found, which is no evidence of robustness."""
+    queries: int
+    """Model evaluations the attack made (at most ``max_queries``)."""
+    max_queries: int
+    seconds: float
+    stopped: str
+    """``found``, ``not_found`` (every step ran), ``budget`` (query cap) or ``time_limit``."""
+    guarantee: str
+    details: dict[str, Any]
+    """Every field of the library's result (``certify.AttackResult.to_dict()``); in JSON every
+    seed is a string."""
+
+    @field_serializer("details", when_used="json")
+    def _details_with_seeds_as_text(self, details: dict[str, Any]) -> dict[str, Any]:
+        return _seeds_as_text(details)
+
+
+class AttackReport(AttackFinding):
+    """``certificates.attack``: the attack on the classifier of the primary certificate (its
+    fields), and the attacks on the other classifiers the job certifies."""
+
+    method: CertificationMethod
+    other_classifiers: list[AttackFinding] = []
+    """The attack on each other classifier certified in the job (F_K beside g), same fields."""
+
+
+class Bracket(BaseModel):
+    """``certified ≤ true robust radius ≤ found`` for one classifier at one label: a
+    certificate's radius below, an attack's distance above."""
+
+    classifier: str
+    method: CertificationMethod
+    """The certificate giving the lower end."""
+    label: int
+    certified: float
+    """The certificate's radius: a lower bound, with that certificate's guarantee."""
+    found: float
+    """The attack's distance: an upper bound (an input with another answer was found there)."""
+    consistent: bool
+    """``certified ≤ found``; ``False`` contradicts the certificate (see ``statement``)."""
+    statement: str
+
+
 class Prediction(BaseModel):
     """The answer of the primary certificate (the first method requested), and only of it.
 
@@ -185,7 +242,11 @@ class CertificationReport(BaseModel):
     warnings: tuple[str, ...] = ()
     """How the input departs from what the model was made for (``input.warnings``): each
     sentence says why the answer may say nothing about the image sent."""
-    certificates: dict[CertificationMethod, Certificate]
+    certificates: dict[CertificationMethod, Certificate | AttackReport]
+    """Each method's outcome by name: a :class:`Certificate`, or for ``attack`` an
+    :class:`AttackReport` (an upper bound, not a certificate)."""
+    brackets: tuple[Bracket, ...] = ()
+    """Where a certificate and an attack on the same classifier and label both have a bound."""
     input_space: InputSpace
     input: InputDescription
     provenance: Provenance
@@ -200,6 +261,7 @@ def certify_image(
     progress: certify.ProgressCallback | None = None,
     should_cancel: certify.CancellationCheck | None = None,
     queue_wait_seconds: float | None = None,
+    deadline: float | None = None,
 ) -> CertificationReport:
     """Run each requested certificate on ``image`` (``[C, H, W]`` in ``[0, 1]``) and report.
 
@@ -208,14 +270,16 @@ def certify_image(
 
     ``progress`` sees the samples of all certificates together; ``should_cancel`` is checked
     between batches and stops the run with ``certify.CertificationCancelled``. Library
-    refusals (``ValueError``) propagate.
+    refusals (``ValueError``) propagate. Attacks run after the certificates, whatever the
+    order requested, and stop before ``deadline`` (``time.monotonic()``) with what they found.
     """
     planned_total = parameters.total_samples_planned
-    certificates: dict[CertificationMethod, Certificate] = {}
-    reasons: dict[CertificationMethod, str | None] = {}
+    outcomes: dict[CertificationMethod, Certificate | AttackReport] = {}
+    earlier: dict[str, MethodOutcome] = {}
     samples_before = 0
     started = time.perf_counter()
-    for name in parameters.methods:
+    certificates_first = sorted(parameters.methods, key=lambda name: not method(name).certifies)
+    for name in certificates_first:
         registered = method(name)
 
         def report_progress(done: int, _planned: int, offset: int = samples_before) -> None:
@@ -223,37 +287,44 @@ def certify_image(
                 progress(offset + done, planned_total)
 
         method_started = time.perf_counter()
-        outcome = registered.run(
-            MethodCall(loaded, image, parameters, report_progress, should_cancel)
+        call = MethodCall(
+            loaded, image, parameters, report_progress, should_cancel, dict(earlier), deadline
         )
-        certificates[name] = Certificate(
-            method=name,
-            label=outcome.label,
-            class_name=loaded.class_name(outcome.label),
-            radius=outcome.radius,
-            abstained=outcome.label is None,
-            classifier=registered.classifier,
-            guarantee=outcome.guarantee,
-            samples=outcome.samples,
-            details=outcome.result.to_dict(),
-            seconds=time.perf_counter() - method_started,
-        )
-        reasons[name] = outcome.abstention_reason
+        outcome = registered.run(call)
+        if isinstance(outcome, AttackOutcome):
+            outcomes[name] = _attack_report(name, outcome, loaded)
+        else:
+            outcomes[name] = Certificate(
+                method=name,
+                label=outcome.label,
+                class_name=loaded.class_name(outcome.label),
+                radius=outcome.radius,
+                abstained=outcome.label is None,
+                classifier=registered.classifier,
+                guarantee=outcome.guarantee,
+                samples=outcome.samples,
+                details=outcome.result.to_dict(),
+                seconds=time.perf_counter() - method_started,
+            )
+            earlier[name] = outcome
         samples_before += registered.plans(parameters)
         if progress is not None:
             progress(samples_before, planned_total)
 
-    primary, *others = certificates.values()
+    certificates = {name: outcomes[name] for name in parameters.methods}
+    primary, *others = (c for c in certificates.values() if isinstance(c, Certificate))
+    attack = next((a for a in certificates.values() if isinstance(a, AttackReport)), None)
     return CertificationReport(
         prediction=Prediction(
             label=primary.label,
             class_name=primary.class_name,
             method=primary.method,
             classifier=primary.classifier,
-            note=prediction_note(primary, reasons[primary.method], others),
+            note=prediction_note(primary, earlier[primary.method].abstention_reason, others),
         ),
         warnings=description.warnings,
         certificates=certificates,
+        brackets=() if attack is None else brackets(primary, others, attack),
         input_space=InputSpace(shape=description.shape),
         input=description,
         provenance=Provenance(
@@ -278,3 +349,62 @@ def certify_image(
             ),
         ),
     )
+
+
+def _attack_report(
+    name: CertificationMethod, outcome: AttackOutcome, loaded: LoadedModel
+) -> AttackReport:
+    """``certificates.attack``: the first classifier's attack, the others beside it."""
+    findings = [
+        AttackFinding(
+            classifier=result.classifier,
+            label=result.label,
+            label_found=result.label_found,
+            class_name_found=loaded.class_name(result.label_found),
+            distance=result.distance,
+            queries=result.queries,
+            max_queries=result.max_queries,
+            seconds=result.seconds,
+            stopped=result.stopped,
+            guarantee=guarantee,
+            details=result.to_dict(),
+        )
+        for result, guarantee in zip(outcome.attacks, outcome.guarantees, strict=True)
+    ]
+    first, *rest = findings
+    return AttackReport(method=name, other_classifiers=rest, **dict(first))
+
+
+def brackets(
+    primary: Certificate, others: list[Certificate], attack: AttackReport
+) -> tuple[Bracket, ...]:
+    """One bracket per certificate with a label whose classifier was attacked at that label
+    and an input with another answer found: ``certified ≤ true robust radius ≤ found``."""
+    findings = [attack, *attack.other_classifiers]
+    found = []
+    for certificate in (primary, *others):
+        for finding in findings:
+            if (
+                certificate.label is None
+                or finding.distance is None
+                or finding.classifier != certificate.classifier
+                or finding.label != certificate.label
+            ):
+                continue
+            found.append(
+                Bracket(
+                    classifier=certificate.classifier,
+                    method=certificate.method,
+                    label=certificate.label,
+                    certified=certificate.radius,
+                    found=finding.distance,
+                    consistent=certificate.radius <= finding.distance,
+                    statement=bracket_statement(
+                        certificate.radius,
+                        finding.distance,
+                        certificate.method.value,
+                        certificate.classifier,
+                    ),
+                )
+            )
+    return tuple(found)

@@ -129,6 +129,72 @@ def radius_test_guarantee(result: certify.RadiusTestResult) -> str:
     )
 
 
+def _attacked(result: certify.AttackResult) -> str:
+    if result.classifier == "smoothed":
+        return f"the smoothed classifier g (Gaussian noise σ = {result.sigma:g})"
+    return f"the frozen ensemble F_K (K = {result.ensemble} draw(s), seeds recorded)"
+
+
+def attack_guarantee(result: certify.AttackResult) -> str:
+    """A minimum-norm attack: an input found at L2 distance D with another answer shows the
+    true robust radius is at most D (for g, with probability at least ``1 − α`` over the
+    confirming PREDICT run); an upper bound, never a certificate, and finding nothing shows
+    nothing."""
+    space = input_space(result.input_shape)
+    attacked = _attacked(result)
+    if result.label is None:
+        return (
+            f"Certifies nothing and bounds nothing: {attacked} abstained at this input "
+            f"(PREDICT, n = {result.predict_n:,}, α = {result.alpha:g}), so there was no answer "
+            "to attack."
+        )
+    if result.distance is None:
+        why = {"budget": "its query cap ran out", "time_limit": "its time limit ran out"}
+        return (
+            f"Certifies nothing and bounds nothing: the attack on {attacked} found no input "
+            f"that changes its answer {result.label} within {result.queries:,} model "
+            f"evaluations ({why.get(result.stopped, 'every step ran')}); finding none is no "
+            "evidence of robustness."
+        )
+    distance = _up(result.distance, significant=4)
+    if result.classifier == "smoothed":
+        checked = (
+            f"with probability ≥ {_confidence(result.alpha)} (a PREDICT run of "
+            f"n = {result.predict_n:,} samples, seeded after the input was chosen, answered "
+            f"{result.label_found})"
+        )
+    else:
+        checked = f"exactly (re-evaluated in float64: F_K answers {result.label_found})"
+    return (
+        f"Certifies nothing (an attack gives an upper bound, not a certificate): an input at "
+        f"L2 distance {distance} of {space} changes the answer {result.label} of {attacked}, "
+        f"{checked}; so its true robust radius at this input is at most {distance}."
+    )
+
+
+def bracket_statement(certified: float, found: float, method: str, classifier: str) -> str:
+    """``certified ≤ true robust radius ≤ found`` for one classifier and label, each end with
+    its own guarantee; a found distance below the certified radius contradicts the
+    certificate and is reported, never hidden."""
+    who = CLASSIFIERS[classifier]
+    low, high = rounded_down(certified), _up(found, significant=4)
+    if found < certified:
+        chance = (
+            "a bug: the margin certificate is exact"
+            if classifier == "frozen_ensemble"
+            else "an event of probability at most 2α (CERTIFY's and PREDICT's) or a bug"
+        )
+        return (
+            f"Contradiction: the attack found an input at L2 distance {high}, inside the radius "
+            f"{low} the {method} certificate certifies for {who}: {chance}. Please report it."
+        )
+    return (
+        f"Bracket for {who}: {low} ≤ true L2 robust radius ≤ {high}; the lower end is the "
+        f"{method} certificate's guarantee, the upper end the attack's (an input found with "
+        "another answer)."
+    )
+
+
 def abstention_reason(result: certify.CertificationResult) -> str | None:
     """Why a certificate certifies no label, in a few words; ``None`` when it has one."""
     if isinstance(result, certify.SmoothingCertificate) and result.label is None:

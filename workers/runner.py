@@ -31,7 +31,7 @@ import torch
 
 import certify
 from workers import metrics
-from workers.certification import CertificationReport, certify_image
+from workers.certification import Certificate, CertificationReport, certify_image
 from workers.heartbeat import Holder, JobHeartbeat
 from workers.jobs import JobError, JobRecord, JobStatus, Progress
 from workers.methods import method as registered_method
@@ -261,6 +261,7 @@ class JobRunner:
                 progress=tracker.report,
                 should_cancel=tracker.should_cancel,
                 queue_wait_seconds=(job.started_at or time.time()) - job.created_at,
+                deadline=tracker.deadline,
             )
         except certify.CertificationCancelled:
             if tracker.superseded:
@@ -374,6 +375,8 @@ class JobRunner:
     @staticmethod
     def _record_certificates(model_id: str, report: CertificationReport) -> None:
         for method, certificate in report.certificates.items():
+            if not isinstance(certificate, Certificate):
+                continue  # an attack: an upper bound, not a certificate
             metrics.CERTIFICATES.labels(model=model_id, method=method.value).inc()
             # Created at zero with its first certificate, so the abstention rate is 0, not absent.
             abstentions = metrics.ABSTENTIONS.labels(model=model_id, method=method.value)

@@ -49,10 +49,17 @@ def test_every_method_states_what_it_reads_and_plans_from_the_parameters():
     for registered in REGISTRY.values():
         assert set(registered.reads) <= set(CertificationParameters.model_fields)
         assert set(registered.requires) <= set(registered.reads)
-        assert registered.classifier in ("smoothed", "frozen_ensemble")
+        classifiers = (
+            ("smoothed", "frozen_ensemble") if registered.certifies else ("each_certified",)
+        )
+        assert registered.classifier in classifiers
         assert parameters.samples_planned(CertificationMethod(registered.name)) >= 1
     assert parameters.samples_planned(CertificationMethod.MARGIN) == 3
-    assert parameters.total_samples_planned == 100 + 3 + 100
+    # The attack's caps: g's DDN steps (100 × 16) and 12 PREDICT runs of n; F_K's 2 × 113 + 1
+    # points through each of the K = 3 draws.
+    attack = parameters.samples_planned(CertificationMethod.ATTACK)
+    assert attack == (100 * 16 + 12 * 90) + 3 * (2 * 113 + 1)
+    assert parameters.total_samples_planned == 100 + 3 + 100 + attack
 
 
 def test_a_method_is_registered_once():

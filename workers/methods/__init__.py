@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import enum
 
-from workers.methods.base import REGISTRY, Method, MethodCall, MethodOutcome, register_method
+from workers.methods.attack import ATTACK
+from workers.methods.base import (
+    REGISTRY,
+    AttackOutcome,
+    Method,
+    MethodCall,
+    MethodOutcome,
+    register_method,
+)
 from workers.methods.margin import MARGIN
 from workers.methods.radius_test import RADIUS_TEST
 from workers.methods.smoothing import SMOOTHING
@@ -19,6 +27,7 @@ from workers.methods.smoothing import SMOOTHING
 register_method(SMOOTHING)
 register_method(MARGIN)
 register_method(RADIUS_TEST)
+register_method(ATTACK)
 
 CertificationMethod = enum.StrEnum(  # type: ignore[misc]
     "CertificationMethod", {name.upper(): name for name in REGISTRY}, module=__name__
@@ -37,6 +46,7 @@ def method(name: str) -> Method:
 __all__ = [
     "DEFAULT_METHODS",
     "REGISTRY",
+    "AttackOutcome",
     "CertificationMethod",
     "Method",
     "MethodCall",

@@ -13,8 +13,8 @@ command line and the API's schemas stay light.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +42,17 @@ class MethodOutcome:
 
 
 @dataclass(frozen=True)
+class AttackOutcome:
+    """What running an attack method gives: per classifier attacked, the library's result and
+    the sentence of what it shows. Upper bounds on robust radii, never a certificate."""
+
+    attacks: tuple[certify.AttackResult, ...]
+    guarantees: tuple[str, ...]
+    samples: int
+    """Model evaluations made by all the attacks together."""
+
+
+@dataclass(frozen=True)
 class MethodCall:
     """One method's run on one image: the model, the ``[C, H, W]`` image in ``[0, 1]``, the
     job's resolved parameters, and the progress and cancellation hooks of the job."""
@@ -51,6 +62,11 @@ class MethodCall:
     parameters: CertificationParameters
     progress: certify.ProgressCallback
     should_cancel: certify.CancellationCheck | None
+    earlier: Mapping[str, MethodOutcome] = field(default_factory=dict)
+    """The outcomes of the job's certificate methods that ran before, by method name."""
+    deadline: float | None = None
+    """``time.monotonic()`` by which the job must end (``None``: no limit); a method that can
+    stop early with a partial answer (an attack) stops before it."""
 
     def smoothing_options(self) -> dict[str, Any]:
         """The keyword arguments every smoothing run of the job takes: the job's σ, α, n0,
@@ -74,14 +90,15 @@ class Method:
     name: str
     """The value clients send in ``methods`` and the key of the result's ``certificates``."""
     classifier: str
-    """The classifier its radius is about: ``smoothed`` (g) or ``frozen_ensemble`` (F_K)."""
+    """The classifier its radius is about: ``smoothed`` (g) or ``frozen_ensemble`` (F_K);
+    ``each_certified`` for an attack (the classifier of each certificate of the job)."""
     summary: str
     """One line for the API's and the CLI's help."""
     reads: tuple[str, ...]
     """The job parameters it reads (``sigma``, ``alpha``, ``n0``, ``n``, ``ensemble``, …)."""
     plans: Callable[[CertificationParameters], int]
     """Model evaluations it plans for the given parameters (the job's progress is their sum)."""
-    run: Callable[[MethodCall], MethodOutcome]
+    run: Callable[[MethodCall], MethodOutcome | AttackOutcome]
     requires: tuple[str, ...] = ()
     """Parameters without a default that a request must set to use it (e.g. ``target_radius``)."""
     noisy_samples: bool = True
@@ -90,6 +107,10 @@ class Method:
     """Refused for a model whose card has no certified Lipschitz bound."""
     default: bool = False
     """Run when a request names no methods."""
+    certifies: bool = True
+    """Its outcome is a certificate (:class:`MethodOutcome`). ``False``: an attack
+    (:class:`AttackOutcome`), which runs after the job's certificates, needs at least one of
+    them, and is never the job's prediction."""
 
 
 REGISTRY: dict[str, Method] = {}
