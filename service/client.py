@@ -275,7 +275,7 @@ class Client:
         """Every model the service offers, each with its card (``GET /v1/models``)."""
         return self._request("GET", "/v1/models")["models"]
 
-    def submit(self, image: ImageInput, model: str, **params: Any) -> Job:
+    def submit(self, image_or_path: ImageInput, model: str, **params: Any) -> Job:
         """Send one image to certify and return its job at once (queued or running).
 
         ``params`` are the API's options: ``methods`` (a list or comma-separated), ``sigma``,
@@ -283,7 +283,7 @@ class Client:
         ``version``, ``strict``; those left out take the model card's and service's defaults.
         """
         return Job.from_json(
-            self._request("POST", "/v1/certify", **_image_request(image, model, params))
+            self._request("POST", "/v1/certify", **_image_request(image_or_path, model, params))
         )
 
     def job(self, job_id: str) -> Job:
@@ -317,7 +317,7 @@ class Client:
 
     def certify(
         self,
-        image: ImageInput,
+        image_or_path: ImageInput,
         model: str,
         *,
         wait: float | None = None,
@@ -330,22 +330,24 @@ class Client:
 
         The result's radii are the service's certificates, each stating its guarantee; this
         client reports them as received and never changes a radius."""
-        job = self.wait(self.submit(image, model, **params).id, timeout=wait, progress=progress)
+        job = self.submit(image_or_path, model, **params)
+        job = self.wait(job.id, timeout=wait, progress=progress)
         if job.result is None:
             raise JobFailed(job)
         return job.result
 
     def certify_batch(
         self,
-        images: Iterable[ImageInput],
+        paths: Iterable[ImageInput],
         model: str,
         *,
         concurrency: int = 4,
         wait: float | None = None,
         **params: Any,
     ) -> list[Result | Exception]:
-        """Certify each image with at most ``concurrency`` jobs in flight at once; the list
-        holds, in the order of ``images``, each result or the exception that image raised
+        """Certify each image (paths, or what :meth:`certify` takes) with at most
+        ``concurrency`` jobs in flight at once; the list holds, in the order of ``paths``, each
+        result or the exception that image raised
         (:class:`APIError`, :class:`JobFailed`, ``TimeoutError``, ``OSError``)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -357,4 +359,4 @@ class Client:
                 return error
 
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            return list(pool.map(one, list(images)))
+            return list(pool.map(one, list(paths)))

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.package_store import PackageStore
 from service.core.config import Settings
-from service.model_registry import ModelRegistry
 from service.submission import JobService
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
 from workers.model_cache import ModelCache, ModelSource, RepositoryCardSource, RepositorySource
@@ -29,7 +27,6 @@ class ServiceRuntime:
     dispatcher: JobDispatcher
     models: ModelCache
     jobs: JobService
-    registry: ModelRegistry
     reaper: Reaper | None = None
 
     @property
@@ -47,9 +44,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
     store: JobStore
     dispatcher: JobDispatcher
     if settings.redis_url is None:
-        source = model_source or RepositorySource(
-            settings.model_repository, settings.model_cache_dir
-        )
+        source = model_source or RepositorySource(settings.model_repository)
         models = ModelCache(source, settings.device, settings.model_refresh_seconds)
         store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
         runner = JobRunner(
@@ -62,9 +57,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
         reaper = None
     else:
-        source = model_source or RepositoryCardSource(
-            settings.model_repository, settings.model_cache_dir
-        )
+        source = model_source or RepositoryCardSource(settings.model_repository)
         models = ModelCache(source, "cpu", settings.model_refresh_seconds)
         redis_store = RedisJobStore.from_settings(settings)
         store = redis_store
@@ -73,8 +66,4 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         reaper = reaper_for(settings, redis_store, celery_dispatcher)
         reaper.start()
     jobs = JobService(settings, store, dispatcher, models)
-    # Only a repository of its own is changed over the API: never the shipped one, nor models
-    # a caller handed in.
-    owned = model_source is None and settings.model_repository is not None
-    registry = ModelRegistry(PackageStore(settings.model_repository) if owned else None, models)
-    return ServiceRuntime(settings, store, dispatcher, models, jobs, registry, reaper)
+    return ServiceRuntime(settings, store, dispatcher, models, jobs, reaper)
