@@ -20,7 +20,7 @@ from torch import nn
 
 from models.card import Normalization
 from models.hycas import HyCAS, build_hycas
-from models.protocol import CertifiableModel, OmegaGenerator
+from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed
 
 LIPSCHITZ_BASELINE_OPTIONS: dict[str, Any] = {
     "random_projection": False,
@@ -109,7 +109,7 @@ class PlainCNN(nn.Module, CertifiableModel):
         x: torch.Tensor,
         *,
         generator: OmegaGenerator | None = None,
-        omega_seed: int | None = None,
+        omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
         if generator is not None and omega_seed is not None:
             raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")

@@ -43,7 +43,7 @@ from models.layers import (
     Standardize,
     StochasticAttention,
 )
-from models.protocol import CertifiableModel, OmegaGenerator
+from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +281,7 @@ class HyCAS(LipschitzModule, CertifiableModel):
         x: torch.Tensor,
         *,
         generator: OmegaGenerator | None = None,
-        omega_seed: int | None = None,
+        omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
         self.validate_input(x)
         if omega_seed is None and generator is None:

@@ -28,6 +28,15 @@ as a batch of ``count`` samples alone would, so several jobs can share one forwa
 OmegaGenerator = torch.Generator | OmegaSegments
 """What ``forward(x, generator=...)`` accepts: one generator for the whole batch, or segments."""
 
+FrozenOmegaSegments = Sequence[tuple[int, int]]
+"""Frozen Ω per segment of a batch: ``(omega_seed, count)`` pairs, in batch order, whose counts
+add up to the batch size. Each segment's samples share the one Ω of its seed, exactly as a batch
+of ``count`` samples called with ``omega_seed=seed`` alone would, so several margin
+certificates can share one forward pass."""
+
+OmegaSeed = int | FrozenOmegaSegments
+"""What ``forward(x, omega_seed=...)`` accepts: one seed for the whole batch, or segments."""
+
 
 class CertifiableModel(Protocol):
     """A classifier ``x ↦ s(x; Ω)`` from ``[0, 1]^{C×H×W}`` to logits, as the certifiers see it."""
@@ -47,11 +56,12 @@ class CertifiableModel(Protocol):
         x: torch.Tensor,
         *,
         generator: OmegaGenerator | None = None,
-        omega_seed: int | None = None,
+        omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
         """Logits ``[B, K]`` of a float32 batch ``[B, *input_shape]`` (a module's ``forward``):
         a fresh Ω per sample from ``generator`` (a generator, or :data:`OmegaSegments`), one Ω
-        for the whole batch from ``omega_seed``, else the frozen seed of :meth:`frozen` or the
+        for the whole batch from ``omega_seed`` (or one per segment,
+        :data:`FrozenOmegaSegments`), else the frozen seed of :meth:`frozen` or the
         default generator. ``generator`` and ``omega_seed`` together are refused."""
         ...
 

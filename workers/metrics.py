@@ -70,3 +70,32 @@ JOBS_REAPED = Counter(
     "(worker_lost after the last attempt), cancelled (cancel not honoured by a runner).",
     ["action"],
 )
+FORWARD_BATCH_SIZE = Histogram(
+    "hycas_forward_batch_size",
+    "Samples in one forward pass of the batcher (all jobs merged).",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4096, 8192),
+)
+JOBS_PER_FORWARD_BATCH = Histogram(
+    "hycas_jobs_per_forward_batch",
+    "Jobs whose samples shared one forward pass of the batcher.",
+    ["model"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128),
+)
+BATCHER_WAIT = Histogram(
+    "hycas_batcher_wait_seconds",
+    "Time a job's request waited in the batcher before its forward pass started.",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+FORWARD_SAMPLES = Counter(
+    "hycas_forward_samples",
+    "Samples through the batcher's forward passes (noisy samples and frozen draws); "
+    "rate() is the model's samples/s.",
+    ["model"],
+)
+FORWARD_SECONDS = Counter(
+    "hycas_forward_seconds",
+    "Seconds the batcher spent in forward passes; samples over seconds is the busy throughput.",
+    ["model"],
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from models.protocol import OmegaGenerator
+from models.protocol import OmegaGenerator, OmegaSeed
 
 
 class OmegaSource:
@@ -21,7 +21,8 @@ class OmegaSource:
       from its own generator exactly what a batch of ``nᵢ`` samples alone would draw;
     - frozen (``seed`` given): one Ω shared by the whole batch, drawn on the CPU from a
       generator seeded with ``seed`` and then moved to ``device``, so a frozen Ω is the same
-      on every device.
+      on every device; ``seed`` may also be segments ``[(s₁, n₁), (s₂, n₂), …]`` covering the
+      batch in order, each segment sharing the Ω of its own seed.
     """
 
     def __init__(
@@ -30,7 +31,7 @@ class OmegaSource:
         device: torch.device,
         *,
         generator: OmegaGenerator | None = None,
-        seed: int | None = None,
+        seed: OmegaSeed | None = None,
     ) -> None:
         if seed is not None and generator is not None:
             raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
@@ -42,19 +43,30 @@ class OmegaSource:
             self.generator = generator
         else:
             self.segments = tuple((g, int(count)) for g, count in generator)
-            counts = [count for _, count in self.segments]
-            if any(count < 1 for count in counts) or sum(counts) != batch_size:
-                raise ValueError(
-                    f"Ω segments of {counts} samples do not cover a batch of {batch_size}"
-                )
-        self._frozen = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
+            _check_cover([count for _, count in self.segments], batch_size)
+        self._frozen: torch.Generator | None = None
+        self._frozen_segments: tuple[tuple[torch.Generator, int], ...] | None = None
+        if isinstance(seed, int):
+            self._frozen = torch.Generator("cpu").manual_seed(int(seed))
+        elif seed is not None:
+            self._frozen_segments = tuple(
+                (torch.Generator("cpu").manual_seed(int(s)), int(count)) for s, count in seed
+            )
+            _check_cover([count for _, count in self._frozen_segments], batch_size)
 
     @property
     def frozen(self) -> bool:
-        return self._frozen is not None
+        return self._frozen is not None or self._frozen_segments is not None
 
     def normal(self, *shape: int) -> torch.Tensor:
-        """Standard normals of shape ``[B, *shape]`` (fresh) or ``[1, *shape]`` (frozen)."""
+        """Standard normals of shape ``[B, *shape]`` (fresh, frozen segments) or ``[1, *shape]``
+        (frozen)."""
+        if self._frozen_segments is not None:
+            draws = [
+                torch.randn((1, *shape), generator=g, dtype=torch.float32).expand(count, *shape)
+                for g, count in self._frozen_segments
+            ]
+            return torch.cat(draws).to(self.device)
         if self._frozen is not None:
             draw = torch.randn((1, *shape), generator=self._frozen, dtype=torch.float32)
             return draw.to(self.device)
@@ -70,3 +82,8 @@ class OmegaSource:
             device=self.device,
             dtype=torch.float32,
         )
+
+
+def _check_cover(counts: list[int], batch_size: int) -> None:
+    if any(count < 1 for count in counts) or sum(counts) != batch_size:
+        raise ValueError(f"Ω segments of {counts} samples do not cover a batch of {batch_size}")
