@@ -36,6 +36,18 @@ def quartiles(values: list[float]) -> str:
     return f"median {q2:.2f} (quartiles {q1:.2f}–{q3:.2f}, {len(values)} images)"
 
 
+def compare(kind: str, index: int, attack, certificate, ratios: list, inside: list) -> bool:
+    """Whether the attack found a point; its distance over the certified radius of the same
+    image goes to ``ratios`` and, when below that radius (a soundness failure), to ``inside``."""
+    if attack.distance is None:
+        return False
+    if attack.distance < certificate.radius:
+        inside.append((kind, index, attack.distance, certificate.radius))
+    if certificate.radius > 0:
+        ratios.append(attack.distance / certificate.radius)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits-hycas")
@@ -72,13 +84,7 @@ def main() -> None:
             steps=args.steps,
             restarts=args.restarts,
         )
-        if attack.distance is None:
-            continue
-        found_margin += 1
-        if attack.distance < certificate.radius:
-            inside.append(("margin", index, attack.distance, certificate.radius))
-        if certificate.radius > 0:
-            margin_ratios.append(attack.distance / certificate.radius)
+        found_margin += compare("margin", index, attack, certificate, margin_ratios, inside)
     print(
         f"F_K (margin): attack found a flip on {found_margin}/{count} images; found / certified "
         f"{quartiles(margin_ratios)} [{time.perf_counter() - started:.0f} s]"
@@ -96,13 +102,9 @@ def main() -> None:
         attack = smoothing_attack(
             model, image, sigma=sigma, label=certificate.label, seed=index, max_queries=200_000
         )
-        if attack.distance is None:
-            continue
-        found_smoothing += 1
-        if attack.distance < certificate.radius:
-            inside.append(("smoothing", index, attack.distance, certificate.radius))
-        if certificate.radius > 0:
-            smoothing_ratios.append(attack.distance / certificate.radius)
+        found_smoothing += compare(
+            "smoothing", index, attack, certificate, smoothing_ratios, inside
+        )
     print(
         f"g (smoothing): {certified}/{count} images certified; attack confirmed a flip on "
         f"{found_smoothing}; found / certified {quartiles(smoothing_ratios)} "

@@ -265,25 +265,10 @@ def sequential_rows(args, shape) -> None:
         model = LinearBinaryClassifier.through_point(
             image, fraction * args.sigma, torch.Generator().manual_seed(index)
         )
-        test = certify_at_radius(
-            model,
-            image,
-            radius,
-            sigma=args.sigma,
-            alpha=args.alpha,
-            max_samples=args.max_samples,
-            batch_size=10_000,
-            seed=index,
-        )
-        fixed = smoothing_certify(
-            model,
-            image,
-            sigma=args.sigma,
-            alpha=args.alpha,
-            n=args.max_samples,
-            batch_size=10_000,
-            seed=index,
-        )
+        # Both sides see the same noise level, level, sample budget, batches and seed.
+        same = {"sigma": args.sigma, "alpha": args.alpha, "batch_size": 10_000, "seed": index}
+        test = certify_at_radius(model, image, radius, max_samples=args.max_samples, **same)
+        fixed = smoothing_certify(model, image, n=args.max_samples, **same)
         fixed_certified = not fixed.abstained and fixed.radius >= radius
         agree = "-"
         if test.decision != RadiusDecision.UNDECIDED:

@@ -31,7 +31,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,9 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
+from bench.fault_cluster import start_fault_cluster
 from service.main import create_app
-from tests.workers.conftest import WorkerProcess, distributed_settings
+from tests.workers.conftest import WorkerProcess
 from tests.workers.redis_server import RedisServer
 from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
 
@@ -162,14 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsync", choices=["always", "everysec"], default="always")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    folder = Path(tempfile.mkdtemp(prefix="hycas-chaos-"))
-    server = RedisServer(folder / "redis", fsync=args.fsync)
-    server.start()
-    settings = distributed_settings(
-        "hycas-chaos:",
-        redis_url=server.url,
-        heartbeat_timeout_seconds=args.heartbeat_timeout,
-        reaper_interval_seconds=args.reaper_interval,
+    folder, server, settings = start_fault_cluster(
+        "chaos",
+        args,
+        fsync=args.fsync,
         task_time_limit_seconds=120,
         broker_visibility_timeout_seconds=600,
     )

@@ -14,16 +14,14 @@ before the reaper existed. Run from the repository root.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
 
+from bench.fault_cluster import start_fault_cluster
 from service.main import create_app
-from tests.workers.conftest import WorkerProcess, distributed_settings
-from tests.workers.redis_server import RedisServer
+from tests.workers.conftest import WorkerProcess
 from tests.workers.small_models import SMALL_MODEL_ID, SmallModelSource
 
 LONG_JOB = {
@@ -49,15 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0)
     parser.add_argument("--reaper-interval", type=float, default=10.0)
     args = parser.parse_args(argv)
-    folder = Path(tempfile.mkdtemp(prefix="hycas-worker-loss-"))
-    server = RedisServer(folder / "redis")
-    server.start()
-    settings = distributed_settings(
-        "hycas-worker-loss:",
-        redis_url=server.url,
-        heartbeat_timeout_seconds=args.heartbeat_timeout,
-        reaper_interval_seconds=args.reaper_interval,
-    )
+    folder, server, settings = start_fault_cluster("worker-loss", args)
     print(
         f"heartbeat timeout {settings.heartbeat_timeout_seconds:g} s, reaper period "
         f"{settings.reaper_interval_seconds:g} s, visibility timeout "
