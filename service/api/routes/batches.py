@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import CallerDep, JobServiceDep, SettingsDep
-from service.api.openapi import BINARY, request_body
-from service.api.routes.jobs import ERRORS, SUBMISSION_ERRORS
+from service.api.openapi import BINARY
+from service.api.routes.jobs import ERRORS, submission_route
 from service.schemas import BatchRequest, BatchResource
 from service.uploads import parse_batch_request
 
@@ -18,14 +18,13 @@ router = APIRouter(prefix="/v1", tags=["batches"])
 
 @router.post(
     "/batches",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=BatchResource,
-    responses={
-        200: {"model": BatchResource, "description": "every item finished within `wait`"},
-        **SUBMISSION_ERRORS,
-    },
-    openapi_extra=request_body(BatchRequest, {"files": {"type": "array", "items": BINARY}}),
     summary="Certify many images with one model and shared parameters",
+    **submission_route(
+        BatchResource,
+        "every item finished",
+        BatchRequest,
+        {"files": {"type": "array", "items": BINARY}},
+    ),
 )
 async def create_batch(
     request: Request,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -32,16 +32,27 @@ SUBMISSION_ERRORS = {
 """What a submission can answer besides the errors of every route: 408 and 429."""
 
 
+def submission_route(
+    resource: type, finished: str, request_model: type, files: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments of a submission route (``POST``): 202 with ``resource``, 200 with it when
+    ``finished`` within ``wait``, :data:`SUBMISSION_ERRORS`, and a body that is JSON
+    (``request_model``) or a multipart form with ``files``."""
+    return {
+        "status_code": status.HTTP_202_ACCEPTED,
+        "response_model": resource,
+        "responses": {
+            200: {"model": resource, "description": f"{finished} within `wait`"},
+            **SUBMISSION_ERRORS,
+        },
+        "openapi_extra": request_body(request_model, files),
+    }
+
+
 @router.post(
     "/certify",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobResource,
-    responses={
-        200: {"model": JobResource, "description": "finished within `wait`"},
-        **SUBMISSION_ERRORS,
-    },
-    openapi_extra=request_body(CertifyRequest, {"file": BINARY}),
     summary="Certify one image",
+    **submission_route(JobResource, "finished", CertifyRequest, {"file": BINARY}),
 )
 async def certify(
     request: Request,
