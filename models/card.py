@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 CARD_FORMAT = 1
 """Version of this card layout; a card with another ``card_format`` is refused."""
@@ -37,6 +37,18 @@ def _check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+class _CardSection:
+    """A section of the card that is its JSON object as is, once :func:`_check_keys` found
+    every field and no other."""
+
+    where: ClassVar[str]
+    """Where the section stands in the card, for messages (``card.dataset``)."""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        return cls(**_check_keys(cls, data, cls.where))
+
+
 @dataclass(frozen=True)
 class Normalization:
     """The input normalisation the model applies itself: ``y = (x − mean) · scale`` per channel.
@@ -55,9 +67,10 @@ class Normalization:
 
 
 @dataclass(frozen=True)
-class DatasetRecord:
+class DatasetRecord(_CardSection):
     """The data a model was trained and measured on, with the recipes of its splits."""
 
+    where: ClassVar[str] = "card.dataset"
     name: str
     source: str
     train_split: str
@@ -65,15 +78,12 @@ class DatasetRecord:
     test_split: str
     test_size: int
 
-    @classmethod
-    def from_dict(cls, data: Any) -> DatasetRecord:
-        return cls(**_check_keys(cls, data, "card.dataset"))
-
 
 @dataclass(frozen=True)
-class TrainingRecord:
+class TrainingRecord(_CardSection):
     """How the weights were made: the command that reproduces them and what it ran with."""
 
+    where: ClassVar[str] = "card.training"
     command: str
     """The ``hycas train`` command line, every option explicit."""
     seed: int
@@ -86,10 +96,6 @@ class TrainingRecord:
     wall_seconds: float
     device: str
     torch_version: str
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TrainingRecord:
-        return cls(**_check_keys(cls, data, "card.training"))
 
 
 MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
