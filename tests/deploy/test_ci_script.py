@@ -44,7 +44,7 @@ def run_suite_function() -> str:
 def test_ci_runs_the_default_suite_and_the_slow_one():
     script = (ROOT / ".ci" / "run").read_text()
     calls = re.findall(r'^\s*run_suite "([^"]+)" (.*)$', script, re.M)
-    assert calls == [("default suite", "-q"), ("slow suite", "-q -m slow")]
+    assert calls == [("default suite", "-q"), ("slow suite", "-q -m slow -n 0")]
 
 
 @pytest.mark.parametrize(
