@@ -130,7 +130,7 @@ def model_listing(repository: str | None) -> list[dict[str, Any]]:
     version (the newest that loads) and what that version's card says."""
     from workers.model_cache import ModelCache, ModelUnavailableError, RepositorySource
 
-    cache = ModelCache(RepositorySource(None if repository is None else Path(repository)), "cpu")
+    cache = ModelCache(RepositorySource(repository), "cpu")
     statuses = cache.version_statuses()
     listing = []
     for model_id in cache.model_ids():
@@ -237,17 +237,31 @@ def _push_over_http(path: Path, server: str, api_key: str | None, max_bytes: int
 def run_models_push(args: argparse.Namespace) -> int:
     import os
 
-    from models.package_store import PackageStore
-    from models.registration import files_from_path, register_package
+    from models.package_store import PackageStore, VersionExistsError
+    from models.registration import check_package, files_from_path, register_package
 
     max_bytes = args.max_bytes
     if args.server is not None:
+        if args.skip_existing:
+            raise ValueError("--skip-existing is for a repository, not for --server")
         api_key = args.api_key or os.environ.get("HYCAS_API_KEY")
         return _push_over_http(Path(args.path), args.server, api_key, max_bytes)
     store = PackageStore(args.repository)
-    return _registered(
-        register_package(store, files_from_path(args.path, max_bytes)), store.location
-    )
+    files = files_from_path(args.path, max_bytes)
+    try:
+        return _registered(register_package(store, files), store.location)
+    except VersionExistsError:
+        if not args.skip_existing:
+            raise
+    card = check_package(files).card
+    registered = store.read_card(card.id, card.version)
+    if registered.sha256 != card.sha256:
+        raise ValueError(
+            f"{store.location} holds {card.id!r} version {card.version} with other weights "
+            f"(sha256 {registered.sha256}, not {card.sha256}); push it as a new version"
+        )
+    print(f"{card.id} version {card.version} is already in {store.location} (same sha256)")
+    return 0
 
 
 def _class_names(path: str) -> list[str]:
@@ -383,6 +397,20 @@ def add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--radii", type=_radii, help="report radii (default 0.25,0.5,0.75,1)")
     evaluate.add_argument("--no-smoothing", action="store_true", help="margin certificate only")
+    evaluate.add_argument(
+        "--attack",
+        action="store_true",
+        help="also attack each classifier (minimum-norm L2, DDN): accuracy under attack beside "
+        "the certified accuracy (an upper bound) and each image's ratio found / certified",
+    )
+    evaluate.add_argument("--attack-steps", type=int, help="DDN steps per attack (100)")
+    evaluate.add_argument("--attack-restarts", type=int, help="DDN starts on F_K (2)")
+    evaluate.add_argument(
+        "--attack-samples-per-step", type=int, help="noisy samples per step on g (16)"
+    )
+    evaluate.add_argument(
+        "--attack-predict-n", type=int, help="samples of each PREDICT check on g (default n)"
+    )
     _add_common(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -418,6 +446,11 @@ def add_model_commands(sub: Any) -> None:
     )
     push.add_argument(
         "--max-bytes", type=int, default=2**31, help="largest package read (unpacked)"
+    )
+    push.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="without --server: succeed when the version is there with the same SHA-256",
     )
     push.set_defaults(handler=run_models_push)
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.package_store import PackageStore
 from service.core.config import Settings
+from service.model_registry import ModelRegistry
 from service.submission import JobService
+from workers.batching import ModelBatchers
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
 from workers.model_cache import ModelCache, ModelSource, RepositoryCardSource, RepositorySource
 from workers.reaper import Reaper, reaper_for
@@ -27,6 +30,7 @@ class ServiceRuntime:
     dispatcher: JobDispatcher
     models: ModelCache
     jobs: JobService
+    registry: ModelRegistry
     reaper: Reaper | None = None
 
     @property
@@ -44,7 +48,9 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
     store: JobStore
     dispatcher: JobDispatcher
     if settings.redis_url is None:
-        source = model_source or RepositorySource(settings.model_repository)
+        source = model_source or RepositorySource(
+            settings.model_repository, settings.model_cache_dir
+        )
         models = ModelCache(source, settings.device, settings.model_refresh_seconds)
         store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
         runner = JobRunner(
@@ -53,11 +59,16 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
             time_limit_seconds=settings.task_time_limit_seconds,
             max_attempts=settings.task_max_attempts,
             heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+            batchers=ModelBatchers.from_settings(settings),
         )
-        dispatcher = EmbeddedDispatcher(runner, settings.worker_pool_size)
+        # One process: its jobs share the model and its forward batcher.
+        pool_size = max(settings.worker_pool_size, settings.jobs_per_process)
+        dispatcher = EmbeddedDispatcher(runner, pool_size)
         reaper = None
     else:
-        source = model_source or RepositoryCardSource(settings.model_repository)
+        source = model_source or RepositoryCardSource(
+            settings.model_repository, settings.model_cache_dir
+        )
         models = ModelCache(source, "cpu", settings.model_refresh_seconds)
         redis_store = RedisJobStore.from_settings(settings)
         store = redis_store
@@ -66,4 +77,8 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         reaper = reaper_for(settings, redis_store, celery_dispatcher)
         reaper.start()
     jobs = JobService(settings, store, dispatcher, models)
-    return ServiceRuntime(settings, store, dispatcher, models, jobs, reaper)
+    # Only a repository of its own is changed over the API: never the shipped one, nor models
+    # a caller handed in.
+    owned = model_source is None and settings.model_repository is not None
+    registry = ModelRegistry(PackageStore(settings.model_repository) if owned else None, models)
+    return ServiceRuntime(settings, store, dispatcher, models, jobs, registry, reaper)

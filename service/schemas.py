@@ -16,7 +16,7 @@ from workers.certification import (
 )
 from workers.jobs import BatchRecord, JobError, JobRecord, JobStatus
 from workers.methods import DEFAULT_METHODS, REGISTRY
-from workers.model_cache import LoadedModel, VersionStatus
+from workers.model_cache import LoadedModel, VersionDetail, VersionStatus
 
 
 class CertifyOptions(BaseModel):
@@ -233,6 +233,44 @@ class BatchResource(BaseModel):
         )
 
 
+class ModelVersionResource(BaseModel):
+    """One version of a model: whether it serves requests, and what its card says of it."""
+
+    id: str
+    version: str
+    status: Literal["available", "unavailable", "retired"]
+    """``retired``: refused to new requests (404), jobs queued before still finish."""
+    reason: str | None = None
+    """Why an unavailable version cannot be used."""
+    sha256: str | None = None
+    created: str | None = None
+    architecture: str | None = None
+    lipschitz_bound: float | None = None
+    metrics: dict[str, Any] | None = None
+    """The card's test-split evaluation (clean and certified accuracy)."""
+    retired_at: str | None = None
+    retired_by: str | None = None
+    """The SHA-256 prefix of the admin key that retired it."""
+
+    @classmethod
+    def from_detail(cls, detail: VersionDetail) -> ModelVersionResource:
+        card = detail.card or {}
+        retirement = detail.retirement
+        return cls(
+            id=detail.model_id,
+            version=detail.version,
+            status=detail.status,
+            reason=detail.reason,
+            sha256=card.get("sha256"),
+            created=card.get("created"),
+            architecture=card.get("architecture"),
+            lipschitz_bound=card.get("lipschitz_bound"),
+            metrics=card.get("metrics"),
+            retired_at=None if retirement is None else retirement.retired_at,
+            retired_by=None if retirement is None else retirement.retired_by,
+        )
+
+
 class ModelResource(BaseModel):
     """A model of the repository with its card."""
 
@@ -245,6 +283,8 @@ class ModelResource(BaseModel):
     """``None`` for a network with no certified bound: smoothing only, margin refused."""
     sha256: str
     card: dict[str, Any]
+    versions: list[ModelVersionResource] | None = None
+    """``GET /v1/models/{id}``: every version, oldest first, with its status and metrics."""
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelResource:

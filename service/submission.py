@@ -68,12 +68,20 @@ class JobService:
         self.decode_budget = DecodeBudget(settings.max_decode_bytes)
 
     def model(self, model_id: str, version: str | None = None) -> LoadedModel:
+        """The model new requests use: ``version``, or the newest that loads; a retired
+        version is unknown to them (404), though jobs queued before still run it."""
         try:
-            return self.models.get(model_id, version)
+            loaded = self.models.get(model_id, version)
         except UnknownModelError as error:
             raise UnknownModel(str(error)) from None
         except ModelUnavailableError as error:
             raise ModelUnavailable(str(error)) from None
+        if self.models.is_retired(loaded.model_id, loaded.version):
+            raise UnknownModel(
+                f"model {model_id!r} version {loaded.version} was retired; its versions in "
+                f"service are {self.models.active_versions(model_id)}"
+            )
+        return loaded
 
     def _new_job(
         self,

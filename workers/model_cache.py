@@ -3,6 +3,11 @@
 Only :class:`RepositorySource` talks to the repository; everything else sees a
 :class:`ModelSource` and the :class:`LoadedModel` it gives.
 
+The repository is a folder or an object store's URL (:mod:`models.package_store`); packages
+of a remote one are mirrored into a local folder after their SHA-256 was checked, once per
+version. A retired version is still loaded for the jobs that name it; a model's default
+version is its newest version that loads and is not retired.
+
 A package that fails its integrity checks (weights that do not match the card's sha256, a
 card that does not parse, a network that does not build) makes that version *unavailable*,
 not the process broken: asking for it raises :class:`ModelUnavailableError` with the reason,
@@ -23,16 +28,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from models.devices import resolve_device
 from models.repository import MODEL_ID_PATTERN, UnknownModelError
 from workers import metrics
 
 if TYPE_CHECKING:
+    from models.package_store import Retirement
     from models.protocol import CertifiableModel
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,19 @@ class VersionStatus:
     version: str
     available: bool
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """One version of a model as ``GET /v1/models/{id}`` lists it: whether it serves new
+    requests, why not, and its card (``None`` when it does not load)."""
+
+    model_id: str
+    version: str
+    status: Literal["available", "unavailable", "retired"]
+    reason: str | None
+    card: dict[str, Any] | None
+    retirement: Retirement | None
 
 
 @dataclass(frozen=True)
@@ -89,15 +108,25 @@ class ModelSource(Protocol):
     def model_ids(self) -> list[str]: ...
 
     def versions(self, model_id: str) -> list[str]:
-        """The versions of ``model_id``, oldest first; ``[]`` for an unknown model."""
+        """The versions of ``model_id``, retired ones included, oldest first; ``[]`` for an
+        unknown model."""
+        ...
+
+    def retirements(self, model_id: str) -> Mapping[str, Retirement]:
+        """The retired versions of ``model_id`` (refused to new requests) and their records."""
         ...
 
 
 class RepositorySource:
-    """The model repository of :mod:`models` (issue 4): ``models.load`` checks the weights."""
+    """The model repository of :mod:`models` at a folder or URL (``None``: the default one):
+    ``models.load`` checks the weights, from the folder itself or from the local mirror of a
+    remote repository (in ``cache_dir``, default :func:`models.package_store.default_cache_dir`)."""
 
-    def __init__(self, repository: Path | None) -> None:
-        self.repository = repository
+    def __init__(self, repository: str | Path | None, cache_dir: Path | None = None) -> None:
+        from models.package_store import PackageMirror, PackageStore
+
+        self.store = PackageStore(repository)
+        self.mirror = None if self.store.is_local else PackageMirror(self.store, cache_dir)
 
     def load(self, model_id: str, version: str | None) -> LoadedModel:
         import models
@@ -126,29 +155,44 @@ class RepositorySource:
             ) from None
         return describe_package(model, card, time.perf_counter() - started)
 
+    def _local_root(self, model_id: str, version: str | None) -> tuple[str, str]:
+        """The local folder holding ``model_id`` at ``version`` (the latest when ``None``),
+        mirrored first from a remote repository, and that version."""
+        if version is None:
+            versions = self.versions(model_id)
+            if not versions:
+                raise UnknownModelError(f"no model {model_id!r}")
+            version = versions[-1]
+        if self.mirror is None:
+            return self.store.root, version
+        self.mirror.fetch(model_id, version)
+        return str(self.mirror.root), version
+
     def _read_package(self, model_id: str, version: str | None) -> tuple[Any, Any]:
         import models
 
-        return models.load(model_id, version=version, repository=self.repository)
+        root, version = self._local_root(model_id, version)
+        return models.load(model_id, version=version, repository=root)
 
     def model_ids(self) -> list[str]:
-        from models import repository
-
-        return repository.model_ids(self.repository)
+        return self.store.model_ids()
 
     def versions(self, model_id: str) -> list[str]:
-        from models import repository
-
         if not MODEL_ID_PATTERN.fullmatch(model_id):
             return []
-        return repository.versions(model_id, repository=self.repository)
+        return self.store.versions(model_id)
+
+    def retirements(self, model_id: str) -> Mapping[str, Retirement]:
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            return {}
+        return self.store.retired(model_id)
 
     def _without_root(self, message: str) -> str:
-        """``message`` with the repository's folder left out: paths relative to it."""
-        from models import repository
-
-        root = str(self.repository or repository.default_repository())
-        return message.replace(root.rstrip("/") + "/", "")
+        """``message`` with the repository's folders left out: paths relative to them."""
+        for root in (self.store.root, None if self.mirror is None else str(self.mirror.root)):
+            if root is not None:
+                message = message.replace(root.rstrip("/") + "/", "")
+        return message
 
 
 class RepositoryCardSource(RepositorySource):
@@ -160,7 +204,8 @@ class RepositoryCardSource(RepositorySource):
     def _read_package(self, model_id: str, version: str | None) -> tuple[None, Any]:
         import models
 
-        return None, models.read_verified_card(model_id, version, repository=self.repository)
+        root, version = self._local_root(model_id, version)
+        return None, models.read_verified_card(model_id, version, repository=root)
 
 
 def describe_package(model: CertifiableModel | None, card: Any, load_seconds: float) -> LoadedModel:
@@ -206,7 +251,8 @@ class ModelCache:
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._verified: set[tuple[str, str]] = set()
         self._failures: dict[tuple[str, str], tuple[float, str]] = {}
-        self._listings: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._cards: dict[tuple[str, str], dict[str, Any]] = {}
+        self._listings: dict[str, tuple[float, tuple[str, ...], Mapping[str, Retirement]]] = {}
 
     def get(self, model_id: str, version: str | None = None) -> LoadedModel:
         """The model ``model_id`` at ``version``, loaded on demand; ``None``: its newest
@@ -228,6 +274,55 @@ class ModelCache:
 
     def model_ids(self) -> list[str]:
         return self.source.model_ids()
+
+    def is_retired(self, model_id: str, version: str) -> bool:
+        """Whether ``version`` was retired (as of the last listing, at most
+        ``refresh_seconds`` old); its jobs still run, new requests must not use it."""
+        with self._lock:
+            self._forget_if_forked()
+            return version in self._retirements(model_id)
+
+    def active_versions(self, model_id: str) -> list[str]:
+        """The versions of ``model_id`` that are not retired, oldest first."""
+        with self._lock:
+            self._forget_if_forked()
+            retired = self._retirements(model_id)
+            return [v for v in self._versions(model_id) if v not in retired]
+
+    def forget_listing(self, model_id: str) -> None:
+        """List ``model_id`` again on its next use (after this process changed it)."""
+        with self._lock:
+            self._listings.pop(model_id, None)
+
+    def version_details(self, model_id: str) -> list[VersionDetail]:
+        """Every version of ``model_id``, oldest first, each checked (as
+        :meth:`version_statuses` does) and described by its card; ``[]`` for an unknown
+        model."""
+        with self._lock:
+            self._forget_if_forked()
+            return [self._detail(model_id, v) for v in self._versions(model_id, fresh=True)]
+
+    def version_detail(self, model_id: str, version: str) -> VersionDetail:
+        """One version as :meth:`version_details` describes it."""
+        with self._lock:
+            self._forget_if_forked()
+            versions = self._versions(model_id, fresh=True)
+            if version not in versions:
+                raise self._unknown(model_id, version, versions)
+            return self._detail(model_id, version)
+
+    def _detail(self, model_id: str, version: str) -> VersionDetail:
+        reason = self._check(model_id, version)
+        retirement = self._retirements(model_id).get(version)
+        status: Literal["available", "unavailable", "retired"] = (
+            "unavailable"
+            if reason is not None
+            else "available"
+            if retirement is None
+            else "retired"
+        )
+        card = self._cards.get((model_id, version))
+        return VersionDetail(model_id, version, status, reason, card, retirement)
 
     def loaded(self) -> Sequence[LoadedModel]:
         with self._lock:
@@ -256,6 +351,7 @@ class ModelCache:
             self._models.clear()
             self._verified.clear()
             self._failures.clear()
+            self._cards.clear()
             self._listings.clear()
             self._pid = os.getpid()
 
@@ -263,9 +359,15 @@ class ModelCache:
         listed = self._listings.get(model_id)
         now = time.monotonic()
         if fresh or listed is None or now - listed[0] >= self.refresh_seconds:
-            listed = (now, tuple(self.source.versions(model_id)))
+            versions = tuple(self.source.versions(model_id))
+            retired = self.source.retirements(model_id) if versions else {}
+            listed = (now, versions, retired)
             self._listings[model_id] = listed
         return listed[1]
+
+    def _retirements(self, model_id: str) -> Mapping[str, Retirement]:
+        self._versions(model_id)
+        return self._listings[model_id][2]
 
     def _unknown(self, model_id: str, version: str | None, versions: Sequence[str]) -> Exception:
         if not versions:
@@ -283,8 +385,14 @@ class ModelCache:
             versions = self._versions(model_id, fresh=True)
         if not versions:
             raise self._unknown(model_id, None, versions)
+        retired = self._retirements(model_id)
+        if all(v in retired for v in versions):
+            raise UnknownModelError(
+                f"every version of {model_id!r} was retired ({', '.join(versions)}); none "
+                "takes new requests"
+            )
         reasons = []
-        for version in reversed(versions):
+        for version in reversed([v for v in versions if v not in retired]):
             try:
                 return self._load(model_id, version)
             except ModelUnavailableError as error:
@@ -317,6 +425,7 @@ class ModelCache:
             raise
         self._failures.pop(key, None)
         self._verified.add(key)
+        self._cards[key] = package.card
         return package
 
     def _check(self, model_id: str, version: str) -> str | None:

@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 
 from workers.app import CERTIFY_JOB_TASK, app, settings
+from workers.batching import ModelBatchers
 from workers.model_cache import ModelCache, RepositorySource
 from workers.reaper import Reaper, reaper_for
 from workers.runner import JobRunner
@@ -21,7 +22,7 @@ def process_runner() -> JobRunner:
     return JobRunner(
         RedisJobStore.from_settings(settings),
         ModelCache(
-            RepositorySource(settings.model_repository),
+            RepositorySource(settings.model_repository, settings.model_cache_dir),
             settings.device,
             settings.model_refresh_seconds,
         ),
@@ -29,6 +30,7 @@ def process_runner() -> JobRunner:
         max_attempts=settings.task_max_attempts,
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         time_limit_errors=(SoftTimeLimitExceeded,),
+        batchers=ModelBatchers.from_settings(settings),
     )
 
 

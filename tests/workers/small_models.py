@@ -63,3 +63,6 @@ class SmallModelSource:
 
     def versions(self, model_id: str) -> list[str]:
         return ["1"] if model_id == SMALL_MODEL_ID else []
+
+    def retirements(self, model_id: str) -> dict[str, Any]:
+        return {}
