@@ -259,7 +259,8 @@ def run_certify(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"hycas: error: cannot read {args.image}: {error.strerror}", file=sys.stderr)
         return 2
-    models = ModelCache(RepositorySource(settings.model_repository), settings.device)
+    source = RepositorySource(settings.model_repository, settings.model_cache_dir)
+    models = ModelCache(source, settings.device)
     try:
         loaded = models.get(args.model, args.model_version)
         options = CertifyOptions(
