@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 from workers import metrics
@@ -72,27 +72,18 @@ class ReapReport:
         return cls([], [], [], [], [])
 
 
+@dataclass(eq=False)
 class Reaper:
-    def __init__(
-        self,
-        store: JobStore,
-        queue: MessageQueue,
-        *,
-        interval_seconds: float,
-        max_attempts: int,
-        orphan_grace_seconds: float,
-        cancel_grace_seconds: float = CANCEL_GRACE_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.queue = queue
-        self.interval_seconds = interval_seconds
-        self.max_attempts = max_attempts
-        self.orphan_grace_seconds = orphan_grace_seconds
-        self.cancel_grace_seconds = cancel_grace_seconds
-        self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    store: JobStore
+    queue: MessageQueue
+    _: KW_ONLY
+    interval_seconds: float
+    max_attempts: int
+    orphan_grace_seconds: float
+    cancel_grace_seconds: float = CANCEL_GRACE_SECONDS
+    clock: Callable[[], float] = time.time
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def reap_if_due(self) -> ReapReport | None:
         """One pass if no other reaper made one within the period (``None``: not this time)."""
