@@ -105,10 +105,14 @@ def run_worker(args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         start_http_server(metrics_port, registry=registry)
+    processes = args.concurrency or settings.worker_pool_size
+    # One process: several jobs in its threads share its model copy and its forward batcher.
+    pool = args.pool or ("threads" if processes == 1 else "prefork")
+    concurrency = settings.jobs_per_process if pool == "threads" else processes
     argv = [
         "worker",
-        f"--concurrency={args.concurrency or settings.worker_pool_size}",
-        f"--pool={args.pool}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
         f"--loglevel={settings.log_level}",
         f"--queues={settings.queue_name}",
     ]
@@ -326,7 +330,11 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         "--concurrency", type=int, default=None, help="processes (default HYCAS_WORKER_POOL_SIZE)"
     )
     worker.add_argument(
-        "--pool", choices=["prefork", "solo", "threads"], default="prefork", help="Celery pool"
+        "--pool",
+        choices=["prefork", "solo", "threads"],
+        default=None,
+        help="Celery pool (default: threads running HYCAS_WORKER_JOBS_PER_PROCESS jobs in one "
+        "process; prefork when --concurrency is above 1)",
     )
     worker.add_argument(
         "--metrics-port",

@@ -40,6 +40,7 @@ in a running forward pass, its rows are discarded) and the job stops with
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -47,13 +48,17 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from certify.classifier import declared_lipschitz_bound, is_stochastic
 from certify.sampling import CancellationCheck, CertificationCancelled, model_device
 from workers import metrics
+
+if TYPE_CHECKING:
+    from workers.config import ExecutionSettings
+    from workers.model_cache import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +281,8 @@ class BatchedModel(torch.nn.Module):
     It offers what the certificates read from a classifier (``stochastic``,
     ``lipschitz_bound()``, the device of the network's parameters, ``input_shape`` and
     ``num_classes`` when the network has them), and its calls block until the batcher has run
-    them. Use it from one thread (the job's).
+    them. Use it from one thread (the job's). A call with gradients enabled (the minimum-norm
+    attack) is not batched: it runs the network directly in the calling thread.
     """
 
     def __init__(
@@ -311,6 +317,8 @@ class BatchedModel(torch.nn.Module):
     ) -> torch.Tensor:
         if generator is not None and omega_seed is not None:
             raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        if torch.is_grad_enabled():  # an attack needs gradients: the network, in this thread
+            return self.network(x, generator=generator, omega_seed=omega_seed)
         if not self.stochastic:
             kind, omega = PLAIN, None
         elif omega_seed is not None:
@@ -366,6 +374,23 @@ class ModelBatchers:
         self._batchers: weakref.WeakValueDictionary[int, ForwardBatcher] = (
             weakref.WeakValueDictionary()
         )
+
+    @classmethod
+    def from_settings(cls, settings: ExecutionSettings) -> ModelBatchers:
+        return cls(settings.max_forward_batch, settings.batch_max_delay_ms)
+
+    @contextmanager
+    def session(
+        self, loaded: LoadedModel, name: str, should_cancel: CancellationCheck | None
+    ) -> Iterator[LoadedModel]:
+        """``loaded`` with its network replaced by a session of the network's batcher (as is
+        when only its card is loaded)."""
+        if loaded.model is None:
+            yield loaded
+            return
+        batcher = self.batcher(loaded.model, loaded.card, loaded.model_id)
+        with batcher.session(name, should_cancel) as batched:
+            yield dataclasses.replace(loaded, model=batched)
 
     def batcher(self, model: Any, card: dict[str, Any], model_name: str) -> ForwardBatcher:
         with self._lock:

@@ -47,7 +47,17 @@ class ExecutionSettings(BaseSettings):
     device: str = "auto"
     """Torch device of certification: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``."""
     worker_pool_size: int = Field(default=1, ge=1)
-    """Concurrent jobs per worker (Celery concurrency; threads of the embedded pool)."""
+    """Worker processes of ``hycas worker`` (Celery prefork concurrency); with 1, the worker is
+    one process running ``worker_jobs_per_process`` jobs in threads."""
+    worker_jobs_per_process: int | None = Field(default=None, ge=1)
+    """Jobs one process runs at once, so the batcher has requests to merge (threads of the
+    embedded pool, of a one-process ``hycas worker``); default 8 on a GPU, 4 on the CPU."""
+    max_forward_batch: int | None = Field(default=None, ge=1)
+    """Samples in one merged forward pass of the batcher; default: the model card's
+    ``max_forward_batch``, else 1,000."""
+    batch_max_delay_ms: float = Field(default=5.0, ge=0)
+    """How long the batcher waits for other jobs' samples before a forward pass runs without
+    them (it never waits when every running job has its samples in)."""
     task_time_limit_seconds: int = Field(default=600, ge=1)
     """A job running longer fails with ``time_limit_exceeded``."""
     task_max_attempts: int = Field(default=3, ge=1)
@@ -90,6 +100,15 @@ class ExecutionSettings(BaseSettings):
         if self.redis_ca_file is not None:
             options["ssl_ca_certs"] = str(self.redis_ca_file)
         return options
+
+    @property
+    def jobs_per_process(self) -> int:
+        """``worker_jobs_per_process``, or its default for the device (8 on CUDA, 4 on CPU)."""
+        if self.worker_jobs_per_process is not None:
+            return self.worker_jobs_per_process
+        from models.devices import resolve_device
+
+        return 8 if resolve_device(self.device).type == "cuda" else 4
 
     @property
     def task_soft_time_limit_seconds(self) -> int:

@@ -31,6 +31,7 @@ import torch
 
 import certify
 from workers import metrics
+from workers.batching import ModelBatchers
 from workers.certification import Certificate, CertificationReport, certify_image
 from workers.heartbeat import Holder, JobHeartbeat
 from workers.jobs import JobError, JobRecord, JobStatus, Progress
@@ -139,9 +140,12 @@ class JobRunner:
         worker_name: str | None = None,
         progress_interval_seconds: float = 0.25,
         time_limit_errors: tuple[type[BaseException], ...] = (),
+        batchers: ModelBatchers | None = None,
     ) -> None:
         """``time_limit_errors``: what the host raises at its own time limit (Celery's soft
         limit), recorded as ``time_limit_exceeded`` like the runner's own deadline.
+        ``batchers``: the process's forward batchers; the jobs it runs at once share forward
+        passes (default: a batcher per network with the default settings).
         ``worker_name``: the stable name of the worker running jobs (default: the host name),
         recorded in each job's heartbeat."""
         self.store = store
@@ -152,6 +156,7 @@ class JobRunner:
         self.worker_name = worker_name or socket.gethostname()
         self.progress_interval_seconds = progress_interval_seconds
         self.time_limit_errors = time_limit_errors
+        self.batchers = batchers if batchers is not None else ModelBatchers()
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -253,16 +258,17 @@ class JobRunner:
             heartbeat_lost=beat.lost,
         )
         try:
-            report = certify_image(
-                loaded,
-                torch.from_numpy(image),
-                job.parameters,
-                job.input,
-                progress=tracker.report,
-                should_cancel=tracker.should_cancel,
-                queue_wait_seconds=(job.started_at or time.time()) - job.created_at,
-                deadline=tracker.deadline,
-            )
+            with self.batchers.session(loaded, job.id, tracker.should_cancel) as batched:
+                report = certify_image(
+                    batched,
+                    torch.from_numpy(image),
+                    job.parameters,
+                    job.input,
+                    progress=tracker.report,
+                    should_cancel=tracker.should_cancel,
+                    queue_wait_seconds=(job.started_at or time.time()) - job.created_at,
+                    deadline=tracker.deadline,
+                )
         except certify.CertificationCancelled:
             if tracker.superseded:
                 logger.info("event=job_run_superseded job_id=%s attempt=%d", job.id, job.attempts)
