@@ -20,7 +20,7 @@ from torch import nn
 
 from models.card import Normalization
 from models.hycas import HyCAS, build_hycas
-from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed
+from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed, describe_network
 
 LIPSCHITZ_BASELINE_OPTIONS: dict[str, Any] = {
     "random_projection": False,
@@ -130,14 +130,7 @@ class PlainCNN(nn.Module, CertifiableModel):
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary in the shape of :meth:`models.HyCAS.describe` (no bound)."""
-        return {
-            "architecture": "cnn",
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "config": self.config.to_dict(),
-            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
-            "lipschitz_bound": None,
-        }
+        return describe_network(self, "cnn", self.config.to_dict())
 
 
 def build_plain_cnn(input_shape: tuple[int, int, int], num_classes: int, **config: Any) -> PlainCNN:

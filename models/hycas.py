@@ -43,7 +43,7 @@ from models.layers import (
     Standardize,
     StochasticAttention,
 )
-from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed
+from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed, describe_network
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,15 +317,9 @@ class HyCAS(LipschitzModule, CertifiableModel):
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: shapes, config, parameter count and the certified bounds."""
-        return {
-            "architecture": "hycas",
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "config": self.config.to_dict(),
-            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
-            "lipschitz_bound": self.lipschitz_bound(),
-            "layer_bounds": self.layer_bounds(),
-        }
+        return describe_network(
+            self, "hycas", self.config.to_dict(), layer_bounds=self.layer_bounds()
+        )
 
 
 def build_hycas(

@@ -83,3 +83,21 @@ class CertifiableModel(Protocol):
         """A JSON-able summary: ``architecture``, ``input_shape``, ``num_classes``, ``config``,
         ``trainable_parameters`` and ``lipschitz_bound`` (``None`` when there is none)."""
         ...
+
+
+def describe_network(
+    model: torch.nn.Module, architecture: str, config: dict[str, Any], **more: Any
+) -> dict[str, Any]:
+    """What :meth:`CertifiableModel.describe` gives for a network that is a ``torch.nn.Module``
+    implementing the protocol: its ``architecture`` and ``config``, ``input_shape``,
+    ``num_classes``, the count of trainable parameters and ``lipschitz_bound()``, then
+    ``more`` (e.g. HyCAS's per-layer bounds)."""
+    return {
+        "architecture": architecture,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "config": config,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "lipschitz_bound": model.lipschitz_bound(),
+        **more,
+    }
