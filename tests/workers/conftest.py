@@ -92,7 +92,8 @@ def settings_environment(settings: Settings, metrics_dir: Path | None = None) ->
 
 class WorkerProcess:
     """A ``hycas worker`` subprocess (``--pool=solo`` unless ``pool=`` says otherwise), ready
-    once it answers a Celery ping."""
+    once it answers a Celery ping. It serves the small test model unless ``module=
+    "service.cli"`` runs the real command on the repository of ``environment=``."""
 
     def __init__(self, settings: Settings, name: str, log_path: Path, **options: object) -> None:
         self.settings = settings
@@ -102,7 +103,7 @@ class WorkerProcess:
         argv = [
             sys.executable,
             "-m",
-            "tests.workers.worker_process",
+            str(options.get("module", "tests.workers.worker_process")),
             "worker",
             f"--pool={options.get('pool', 'solo')}",
             f"--hostname={self.hostname}",
@@ -110,10 +111,12 @@ class WorkerProcess:
         if metrics_port is not None:
             argv.append(f"--metrics-port={metrics_port}")
         self._log = log_path.open("wb")
+        environment = settings_environment(settings, options.get("metrics_dir"))  # type: ignore[arg-type]
+        environment.update(options.get("environment", {}))  # type: ignore[arg-type]
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=settings_environment(settings, options.get("metrics_dir")),  # type: ignore[arg-type]
+            env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
