@@ -12,9 +12,9 @@ import binascii
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -33,6 +33,9 @@ from service.schemas import BatchRequest, CertifyOptions, CertifyRequest, Inline
 
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room in a request for the form fields and multipart boundaries around the images."""
+
+_Request = TypeVar("_Request", bound=BaseModel)
+"""A JSON request schema (:class:`CertifyRequest`, :class:`BatchRequest`)."""
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -84,11 +87,17 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _parse_form(
-    request: Request, body: bytes, max_files: int, too_many_files: ServiceError
+async def _read_form(
+    request: Request,
+    body_limit: int,
+    timeout_seconds: float | None,
+    max_files: int,
+    too_many_files: ServiceError,
 ) -> tuple[dict[str, Any], dict[str, list[UploadFile]]]:
-    """The form's text fields (repeated names as lists) and its files by field name;
+    """The form's text fields (repeated names as lists) and its files by field name, from a
+    body of at most ``body_limit`` bytes that arrives within ``timeout_seconds``;
     ``too_many_files`` is raised when the form holds more than ``max_files`` files."""
+    body = await read_body(request, body_limit, timeout_seconds)
     parser = MultiPartParser(request.headers, _one_chunk(body), max_files=max_files, max_fields=64)
     try:
         form = await parser.parse()
@@ -144,6 +153,26 @@ def _upload_from_inline(image: InlineImage, limit: int, index: int | None) -> Im
     return ImageUpload(data=data, array=None, filename=image.filename)
 
 
+async def _read_json(
+    request: Request, body_limit: int, timeout_seconds: float | None, schema: type[_Request]
+) -> _Request:
+    """The JSON body, of at most ``body_limit`` bytes arriving within ``timeout_seconds``,
+    validated by ``schema`` (a refusal is :class:`InvalidRequest`)."""
+    body = await read_body(request, body_limit, timeout_seconds)
+    try:
+        return schema.model_validate(_json(body))
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def _json_options(parsed: CertifyRequest | BatchRequest) -> CertifyOptions:
+    """The certification options a JSON request set (its other fields name the model and
+    hold the images)."""
+    return CertifyOptions.model_validate(
+        parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
+    )
+
+
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -195,32 +224,20 @@ async def parse_certify_request(
     media_type = _media_type(request)
     body_limit = max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
-        body = await read_body(request, body_limit, timeout_seconds)
-        fields, files = await _parse_form(
-            request,
-            body,
-            max_files=1,
-            too_many_files=InvalidRequest(
-                "the form has more than one file; send one image in 'file' (several go to "
-                "POST /v1/batches)"
-            ),
+        one_file = InvalidRequest(
+            "the form has more than one file; send one image in 'file' (several go to "
+            "POST /v1/batches)"
         )
+        fields, files = await _read_form(request, body_limit, timeout_seconds, 1, one_file)
         model, options = _form_options(fields, files, ("file",))
         if "file" not in files:
             raise InvalidRequest("the form needs the image in a 'file' field")
         (upload,) = await _uploads_from_files(files["file"], max_upload_bytes)
         return model, options, upload
     if media_type == "application/json":
-        body = await read_body(request, body_limit, timeout_seconds)
-        try:
-            parsed = CertifyRequest.model_validate(_json(body))
-        except ValidationError as error:
-            raise _invalid(error) from None
+        parsed = await _read_json(request, body_limit, timeout_seconds, CertifyRequest)
         upload = _upload_from_inline(parsed, max_upload_bytes, None)
-        options = CertifyOptions.model_validate(
-            parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
-        )
-        return parsed.model, options, upload
+        return parsed.model, _json_options(parsed), upload
     raise _unsupported(media_type)
 
 
@@ -241,14 +258,11 @@ async def parse_batch_request(
     image_bytes = min(max_images * max_upload_bytes, max_batch_bytes)
     body_limit = image_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
     if media_type == "multipart/form-data":
-        body = await read_body(request, body_limit, timeout_seconds)
-        fields, files = await _parse_form(
-            request,
-            body,
-            max_files=max_images + 1,
-            too_many_files=PayloadTooLarge(
-                f"the batch has more than {max_images} images; the limit is {max_images}"
-            ),
+        too_many = PayloadTooLarge(
+            f"the batch has more than {max_images} images; the limit is {max_images}"
+        )
+        fields, files = await _read_form(
+            request, body_limit, timeout_seconds, max_images + 1, too_many
         )
         model, options = _form_options(fields, files, ("files", "file"))
         images = files.get("files", []) + files.get("file", [])
@@ -256,20 +270,13 @@ async def parse_batch_request(
         uploads = await _uploads_from_files(images, max_upload_bytes)
         return model, options, _check_batch_bytes(uploads, max_batch_bytes)
     if media_type == "application/json":
-        body = await read_body(request, body_limit, timeout_seconds)
-        try:
-            parsed = BatchRequest.model_validate(_json(body))
-        except ValidationError as error:
-            raise _invalid(error) from None
+        parsed = await _read_json(request, body_limit, timeout_seconds, BatchRequest)
         _check_image_count(len(parsed.images), max_images)
         uploads = [
             _upload_from_inline(image, max_upload_bytes, index)
             for index, image in enumerate(parsed.images)
         ]
-        options = CertifyOptions.model_validate(
-            parsed.model_dump(include=set(CertifyOptions.model_fields), exclude_unset=True)
-        )
-        return parsed.model, options, _check_batch_bytes(uploads, max_batch_bytes)
+        return parsed.model, _json_options(parsed), _check_batch_bytes(uploads, max_batch_bytes)
     raise _unsupported(media_type)
 
 
@@ -304,12 +311,12 @@ async def parse_package_upload(
             f"Content-Type {media_type or '(none)'} is not accepted; send the package as "
             "multipart/form-data (model.json and its weights, or one .tar or .zip of them)"
         )
-    body = await read_body(request, max_bytes + FORM_OVERHEAD_BYTES, timeout_seconds)
-    fields, parts = await _parse_form(
+    fields, parts = await _read_form(
         request,
-        body,
-        max_files=8,
-        too_many_files=InvalidRequest("a package is model.json and its weights: 2 files"),
+        max_bytes + FORM_OVERHEAD_BYTES,
+        timeout_seconds,
+        8,
+        InvalidRequest("a package is model.json and its weights: 2 files"),
     )
     if fields:
         raise InvalidRequest(
