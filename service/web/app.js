@@ -61,10 +61,13 @@ async function api(method, path, body) {
   return payload;
 }
 
+// An API refusal (its message and code), a failed request, or a sentence of the page's own.
 function showError(error) {
   const box = $("error");
   box.replaceChildren();
-  if (error instanceof APIError) {
+  if (typeof error === "string") {
+    box.append(error);
+  } else if (error instanceof APIError) {
     box.append(element("span", {}, error.message), " ", element("code", {}, `(${error.status} ${error.code})`));
     if (error.status === 401) askForKey();
   } else {
@@ -227,7 +230,7 @@ async function submit(event) {
   clearError();
   const file = $("file").files[0];
   if (!file) {
-    showError(new Error("choose an image file first"));
+    showError("Choose an image file first.");
     $("file").focus();
     return;
   }
@@ -275,7 +278,7 @@ async function follow(jobId, preview) {
   $("cancel").disabled = true;
   if (!job) return;
   if (job.status === "succeeded") showResult(job, await preview);
-  else if (job.status === "cancelled") showError(new Error("the job was cancelled; nothing was certified"));
+  else if (job.status === "cancelled") showError("The job was cancelled: nothing was certified.");
   else showError(new APIError(422, job.error.code, job.error.message));
 }
 

@@ -9,6 +9,7 @@ folder), for the README and ``docs/client.md``.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -40,11 +41,16 @@ def screenshot(browser, tmp_path):
     folder = SCREENSHOTS if UPDATE_SCREENSHOTS else tmp_path
 
     def save(name: str) -> Path:
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1200, max(800, height + 60))
+        width, height = browser.execute_script(
+            "const page = document.documentElement; return [page.scrollWidth, page.scrollHeight]"
+        )
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        shot = browser.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True, "clip": clip},
+        )
         path = folder / f"{name}.png"
-        browser.save_screenshot(str(path))
-        browser.set_window_size(1200, 1500)
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,6 +127,9 @@ def test_a_dicom_shows_the_input_as_the_model_sees_it(browser, live_gateway, scr
     steps = by_id(browser, "transforms").get_attribute("textContent")
     assert "decoded DICOM" in steps and "rescale" in steps and "resized 128×128 to 8×8" in steps
     assert "DICOM" in by_id(browser, "warnings").text
+    by_id(browser, "transforms").find_element("xpath", "..").find_element(
+        "tag name", "summary"
+    ).click()
     screenshot("dicom-ct-input")
     assert console_errors(browser) == []
 
