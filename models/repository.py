@@ -293,7 +293,7 @@ def _check_bound(model: CertifiableModel, card: ModelCard) -> None:
         )
 
 
-def _round_up(value: float, decimals: int) -> float:
+def _ceil_to_decimals(value: float, decimals: int) -> float:
     """A float ≥ ``value`` with at most ``decimals`` decimal places (up to one ulp more)."""
     rounded = float(Decimal(value).quantize(Decimal(1).scaleb(-decimals), ROUND_CEILING))
     return rounded if rounded >= value else math.nextafter(rounded, math.inf)
@@ -361,7 +361,7 @@ def save_model(
         class_names=tuple(str(c) for c in class_names),
         sigma=float(sigma),
         normalization=model.normalization(),
-        lipschitz_bound=None if bound is None else _round_up(float(bound), BOUND_DECIMALS),
+        lipschitz_bound=None if bound is None else _ceil_to_decimals(float(bound), BOUND_DECIMALS),
         dataset=dataset,
         training=training,
         metrics=_json_tree(dict(metrics)),

@@ -44,14 +44,14 @@ JobClaim = Callable[[JobRecord, str | None], JobRecord | None]
 """Like :data:`JobChange`, also given the holder of the job's live heartbeat (or ``None``)."""
 
 
-def encode_image(image: np.ndarray) -> bytes:
+def image_to_npy(image: np.ndarray) -> bytes:
     """A float32 ``[C, H, W]`` array as ``.npy`` bytes (no pickle)."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(image, dtype=np.float32), allow_pickle=False)
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def image_from_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -257,11 +257,11 @@ class RedisJobStore(_JobTransactions):
         return f"{self.prefix}batch:{batch_id}"
 
     def save_image(self, key: str, image: np.ndarray) -> None:
-        self.client.set(self._image_key(key), encode_image(image), ex=self.lifetimes.image_ttl)
+        self.client.set(self._image_key(key), image_to_npy(image), ex=self.lifetimes.image_ttl)
 
     def load_image(self, key: str) -> np.ndarray | None:
         data = self.client.get(self._image_key(key))
-        return None if data is None else decode_image(data)
+        return None if data is None else image_from_npy(data)
 
     def delete_image(self, key: str) -> None:
         self.client.delete(self._image_key(key))
