@@ -67,7 +67,9 @@ class PackageStore:
 
     def __init__(self, location: str | Path | None = None) -> None:
         self.location = str(location if location is not None else default_repository())
-        self.fs, self.root = fsspec.core.url_to_fs(self.location)
+        # A file system of its own: fsspec would otherwise share one per URL and options, even
+        # across credentials or endpoints changed in the environment.
+        self.fs, self.root = fsspec.core.url_to_fs(self.location, skip_instance_cache=True)
         self.root = self.root.rstrip("/")
 
     @property
