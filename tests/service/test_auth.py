@@ -35,6 +35,8 @@ def keyed_client():
         ("get", "/v1/batches/abc"),
         ("get", "/v1/models"),
         ("get", f"/v1/models/{SMALL_MODEL_ID}"),
+        ("post", "/v1/preview"),
+        ("get", "/v1/defaults"),
     ],
 )
 def test_every_v1_route_needs_a_valid_key(keyed_client, method, path):
@@ -50,6 +52,11 @@ def test_health_and_metrics_stay_open(keyed_client):
     assert keyed_client.get("/healthz").status_code == 200
     assert keyed_client.get("/readyz").status_code == 200
     assert keyed_client.get("/metrics").status_code == 200
+
+
+def test_the_page_stays_open_to_ask_for_a_key(keyed_client):
+    for path in ("/", "/web/app.js", "/web/style.css"):
+        assert keyed_client.get(path).status_code == 200, path
 
 
 def test_a_job_is_readable_and_cancellable_only_with_the_key_that_created_it(keyed_client):
