@@ -86,6 +86,33 @@ class TrainingRun:
     device: str
 
 
+def training_step(
+    model: CertifiableModel,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainingSettings,
+    *,
+    offset: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update on the batch ``(x, y)``: noise ``ε`` and Ω from ``generator``, the objective
+    of the module docstring with the margin ``offset`` (``√2·L·r``), one optimizer step.
+    Returns the loss and the noisy logits, both detached."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device)
+    noisy_logits = model(x + settings.sigma * noise, generator=generator)
+    loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
+    if settings.margin_weight > 0:
+        margin_loss = margin_cross_entropy(
+            model(x, generator=generator), y, offset=offset, logit_scale=settings.logit_scale
+        )
+        loss = (1 - settings.margin_weight) * loss + settings.margin_weight * margin_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), noisy_logits.detach()
+
+
 def train_classifier(
     model: CertifiableModel,
     dataset: ImageDataset,
@@ -111,9 +138,6 @@ def train_classifier(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
     )
 
-    def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return model(x, generator=noise_generator)
-
     started = time.perf_counter()
     epoch_losses: list[float] = []
     correct = 0
@@ -129,22 +153,12 @@ def train_classifier(
         ):
             batch = batch.to(device)
             x, y = images[batch], labels[batch]
-            noise = torch.randn(x.shape, generator=noise_generator, device=device)
-            noisy_logits = logits_of(x + settings.sigma * noise)
-            loss = margin_cross_entropy(
-                noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale
+            loss, noisy_logits = training_step(
+                model, optimizer, x, y, settings, offset=offset, generator=noise_generator
             )
-            if settings.margin_weight > 0:
-                margin_loss = margin_cross_entropy(
-                    logits_of(x), y, offset=offset, logit_scale=settings.logit_scale
-                )
-                loss = (1 - settings.margin_weight) * loss + settings.margin_weight * margin_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             schedule.step()
-            total += float(loss.detach()) * len(batch)
-            correct += int((noisy_logits.detach().argmax(dim=1) == y).sum())
+            total += float(loss) * len(batch)
+            correct += int((noisy_logits.argmax(dim=1) == y).sum())
         epoch_losses.append(total / len(dataset))
         bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", noisy_acc=f"{correct / len(dataset):.3f}")
     model.eval()

@@ -1,0 +1,216 @@
+"""One training step of HyCAS against the plain CNN baseline, and where the HyCAS step goes.
+
+    python bench/bench_training_step.py [--shape 1,28,28] [--batch 64] [--repeats 20]
+                                        [--threads 1] [--profile-steps 5]
+
+Both networks take the step of ``models.training.trainer.training_step`` on the same batch,
+with the same thread count, alternating in one process: HyCAS with the shipped recipe's
+objective (noise σ = 0.25, margin term λ = 0.15, r = 0.75: two forward passes), the plain
+CNN with noise only (it has no bound, so no margin term), Adam for both. Prints the median
+step times and their ratio, then a torch.profiler breakdown of the HyCAS step by layer
+family: each family's forward ops and the backward ops autograd runs for them (matched by
+sequence number), self CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from models import build_hycas
+from models.baselines import PlainCNN, build_plain_cnn
+from models.layers import (
+    AdditiveSkip,
+    AOLConv2d,
+    ConvexGate,
+    ConvexResidual,
+    Flatten,
+    FrequencyFilter,
+    InvertibleDownsample,
+    MaxMin,
+    NormalizedLinear,
+    RandomProjectionConv2d,
+    ScaledAvgPool2d,
+    Standardize,
+    StochasticAttention,
+)
+from models.training.losses import margin_offset
+from models.training.trainer import TrainingSettings, training_step
+
+HYCAS_SETTINGS = TrainingSettings(
+    sigma=0.25, logit_scale=10.0, margin_weight=0.15, margin_radius=0.75
+)
+CNN_SETTINGS = TrainingSettings(sigma=0.25, logit_scale=1.0, margin_weight=0.0)
+
+FAMILIES: dict[type, str] = {
+    AOLConv2d: "AOL convolutions",
+    RandomProjectionConv2d: "random projection",
+    FrequencyFilter: "frequency branch (DCT, mask)",
+    StochasticAttention: "attention noise",
+    ConvexGate: "gates and residuals",
+    ConvexResidual: "gates and residuals",
+    AdditiveSkip: "gates and residuals",
+    MaxMin: "MaxMin",
+    NormalizedLinear: "head",
+    ScaledAvgPool2d: "standardize, pooling, reshapes",
+    Flatten: "standardize, pooling, reshapes",
+    Standardize: "standardize, pooling, reshapes",
+    InvertibleDownsample: "standardize, pooling, reshapes",
+    nn.Conv2d: "convolutions",
+    nn.Linear: "linear layers",
+    nn.ReLU: "ReLU, pooling",
+    nn.MaxPool2d: "ReLU, pooling",
+    nn.AdaptiveAvgPool2d: "ReLU, pooling",
+}
+DERIVED_WEIGHTS: dict[type, str] = {
+    AOLConv2d: "AOL rescaling (derived weights)",
+    NormalizedLinear: "head normalisation (derived weights)",
+}
+"""Layers whose ``effective_weight`` is timed apart from the rest of their forward pass."""
+
+
+def _labelled(fn: Callable, label: str) -> Callable:
+    def run(*args, **kwargs):
+        with record_function(label):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def label_families(model: nn.Module) -> None:
+    """Wrap each module's forward (and derived-weight method) in a profiler range."""
+    for module in model.modules():
+        family = FAMILIES.get(type(module))
+        if family is not None:
+            module.forward = _labelled(module.forward, "family: " + family)
+        derived = DERIVED_WEIGHTS.get(type(module))
+        if derived is not None:
+            module.effective_weight = _labelled(module.effective_weight, "family: " + derived)
+
+
+def family_times(events) -> dict[str, float]:
+    """Self CPU milliseconds per family: an op counts for the innermost family range around it;
+    a backward op for the family of the forward op with its sequence number."""
+    parents = {}
+    for event in events:
+        for child in event.cpu_children:
+            parents[child.id] = event
+
+    def enclosing(event) -> tuple[str | None, int | None]:
+        seq = None
+        while event is not None:
+            if event.name.startswith("family: "):
+                return event.name[len("family: ") :], None
+            if event.name.startswith("Optimizer."):
+                return "Adam (optimizer step, zero_grad)", None
+            if event.name.startswith("autograd::engine::evaluate_function"):
+                seq = event.sequence_nr
+            event = parents.get(event.id)
+        return None, seq
+
+    forward_family: dict[int, str] = {}
+    for event in events:
+        family, _ = enclosing(event)
+        if family is not None and event.sequence_nr >= 0:
+            forward_family.setdefault(event.sequence_nr, family)
+    totals: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.name.startswith("family: ") or event.name.startswith("Optimizer."):
+            continue
+        family, seq = enclosing(event)
+        if family is None and seq is not None:
+            family = forward_family.get(seq)
+        totals[family or "other (noise, loss, autograd glue)"] += event.self_cpu_time_total / 1e3
+    return dict(totals)
+
+
+class Stepper:
+    """One network, its optimizer and objective, stepping on a fixed batch."""
+
+    def __init__(self, model: nn.Module, settings: TrainingSettings, x, y) -> None:
+        self.model, self.settings, self.x, self.y = model.train(), settings, x, y
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.generator = torch.Generator().manual_seed(1)
+        bound = model.lipschitz_bound() if settings.margin_weight > 0 else None
+        self.offset = 0.0 if bound is None else margin_offset(settings.margin_radius, bound)
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        training_step(
+            self.model,
+            self.optimizer,
+            self.x,
+            self.y,
+            self.settings,
+            offset=self.offset,
+            generator=self.generator,
+        )
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="1,28,28")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile-steps", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, *shape, generator=g)
+    y = torch.randint(0, 10, (args.batch,), generator=g)
+
+    torch.manual_seed(0)
+    steppers = {
+        "plain CNN (noise)": Stepper(build_plain_cnn(shape, 10), CNN_SETTINGS, x, y),
+        "HyCAS (noise + margin)": Stepper(build_hycas(shape, 10), HYCAS_SETTINGS, x, y),
+    }
+    print(
+        f"shape={shape} batch={args.batch} threads={torch.get_num_threads()} "
+        f"repeats={args.repeats} torch={torch.__version__}"
+    )
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(3):
+        for stepper in steppers.values():
+            stepper.step()
+    for _ in range(args.repeats):
+        for name, stepper in steppers.items():
+            times[name].append(stepper.step())
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    cnn = medians["plain CNN (noise)"]
+    print(f"{'step':<36} {'median ms':>10} {'min ms':>8} {'vs CNN':>8}")
+    for name, t in times.items():
+        print(
+            f"{name:<36} {medians[name] * 1e3:>10.1f} {min(t) * 1e3:>8.1f} "
+            f"{medians[name] / cnn:>7.2f}x"
+        )
+
+    for name, stepper in steppers.items():
+        label_families(stepper.model)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.profile_steps):
+                stepper.step()
+        totals = family_times(prof.events())
+        whole = sum(totals.values())
+        print(f"\n{name}: self CPU time per step by layer family ({args.profile_steps} steps)")
+        for family, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+            per_step = ms / args.profile_steps
+            print(f"  {family:<40} {per_step:>8.1f} ms {100 * ms / whole:>5.1f} %")
+        if isinstance(stepper.model, PlainCNN):
+            continue
+        print("  top ops:")
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+        print("\n".join("    " + line for line in table.splitlines()))
+
+
+if __name__ == "__main__":
+    main()
