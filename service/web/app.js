@@ -318,6 +318,7 @@ function showResult(job, preview) {
   table.append(element("tr", {}, element("th", { scope: "col" }, "certificate"), element("th", { scope: "col" }, "class"),
     element("th", { scope: "col" }, "L2 radius"), element("th", { scope: "col" }, "guarantee")));
   for (const certificate of Object.values(result.certificates)) {
+    if (certificate.method === "attack") continue; // an upper bound, not a certificate: below
     const guarantee = element("td", {}, element("p", { class: "sentence" }, plainGuarantee(certificate, job)),
       element("p", { class: "fine" }, certificate.guarantee));
     table.append(element("tr", { "data-method": certificate.method },
@@ -326,11 +327,31 @@ function showResult(job, preview) {
       element("td", { class: "radius" }, floorDigits(certificate.radius)),
       guarantee));
   }
-  $("certificates").replaceChildren(table);
+  $("certificates").replaceChildren(table, ...attackParts(result));
   $("transforms").replaceChildren(...result.input.transforms.map((t) => element("li", {}, t)));
   showPreview(preview, result);
   $("result").hidden = false;
   $("result-heading").focus();
+}
+
+// An attack's distance is an upper bound on the robust radius: shown rounded up, never called
+// certified, and beside each certificate it brackets.
+function attackParts(result) {
+  const attack = result.certificates.attack;
+  if (!attack) return [];
+  const table = element("table", { id: "attack" }, element("caption", { class: "fine" },
+    "What an attack found: the closest input with another answer, an upper bound on the robust radius (not a certificate)"));
+  table.append(element("tr", {}, element("th", { scope: "col" }, "classifier"), element("th", { scope: "col" }, "class found"),
+    element("th", { scope: "col" }, "L2 distance"), element("th", { scope: "col" }, "what it shows")));
+  for (const finding of [attack, ...attack.other_classifiers]) {
+    table.append(element("tr", { "data-classifier": finding.classifier },
+      element("th", { scope: "row" }, finding.classifier === "smoothed" ? "smoothed g" : "frozen ensemble F_K"),
+      element("td", {}, finding.class_name_found === null ? "none found" : finding.class_name_found),
+      element("td", { class: "radius" }, finding.distance === null ? "—" : ceilDigits(finding.distance, 4)),
+      element("td", {}, element("p", { class: "fine" }, finding.guarantee))));
+  }
+  const brackets = element("ul", { id: "brackets" }, ...result.brackets.map((b) => element("li", {}, b.statement)));
+  return [table, brackets];
 }
 
 function figure(src, alt, caption, className) {
@@ -357,7 +378,7 @@ function showPreview(preview, result) {
   const parts = [`The input's own L2 norm is ‖x‖₂ = ${floorDigits(preview.input_norm)}; the smoothing noise has a typical length σ·√d = ${floorDigits(preview.noise_norm)}.`];
   const margin = result.certificates.margin;
   for (const certificate of Object.values(result.certificates)) {
-    if (certificate.abstained) continue;
+    if (certificate.abstained || certificate.method === "attack") continue;
     const r = certificate.radius;
     let sentence = `The ${certificate.method} radius ${floorDigits(r)} is ${floorPercent(r / preview.input_norm)} of ‖x‖₂`;
     if (margin && !margin.abstained && certificate.method !== "margin") {
