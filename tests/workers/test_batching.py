@@ -12,11 +12,32 @@ import time
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 
 import certify
 from models import build_hycas
 from models.layers.omega import OmegaSource
-from workers.batching import FRESH, BatchedModel, BatchRecord, ForwardBatcher, _Request
+from tests.workers.records import image as record_image
+from tests.workers.records import job_record, parameters
+from tests.workers.small_models import (
+    SMALL_MODEL_ID,
+    SMALL_MODEL_SIGMA,
+    SmallModelSource,
+    build_small_model,
+)
+from workers.batching import (
+    FRESH,
+    BatchedModel,
+    BatchRecord,
+    ForwardBatcher,
+    ModelBatchers,
+    _Request,
+)
+from workers.certification import CertificationMethod
+from workers.jobs import JobStatus
+from workers.model_cache import ModelCache
+from workers.runner import JobRunner
+from workers.store import InMemoryJobStore, StoreLifetimes
 
 
 class NoisyLinear(torch.nn.Module):
@@ -217,3 +238,55 @@ def test_settings_are_checked():
         ForwardBatcher(NoisyLinear(), max_batch=0)
     with pytest.raises(ValueError, match="max_delay"):
         ForwardBatcher(NoisyLinear(), max_delay_seconds=-1)
+
+
+def test_jobs_running_at_once_on_a_runner_share_forward_passes_and_keep_their_certificates():
+    """The runner certifies through its process's batcher: three jobs at once share forward
+    passes (smoothing and margin), each with its own seed's certificates."""
+    lifetimes = StoreLifetimes(image_ttl=60, pending_ttl=120, result_ttl=30)
+    runner = JobRunner(
+        InMemoryJobStore(lifetimes),
+        ModelCache(SmallModelSource(), "cpu"),
+        time_limit_seconds=60,
+        max_attempts=3,
+        batchers=ModelBatchers(max_batch=1000, max_delay_ms=500),
+    )
+    jobs = []
+    for seed in (4, 5, 6):
+        job = job_record(parameters=parameters(n=300, seed=seed))
+        runner.store.save_image(job.image_key, record_image(0.3))
+        runner.store.create_job(job)
+        jobs.append(job)
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"model": SMALL_MODEL_ID}) or 0.0
+
+    before = (
+        sample("hycas_jobs_per_forward_batch_sum"),
+        sample("hycas_jobs_per_forward_batch_count"),
+    )
+    threads = [threading.Thread(target=runner.run, args=(job.id,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    jobs_in_batches = sample("hycas_jobs_per_forward_batch_sum") - before[0]
+    batches = sample("hycas_jobs_per_forward_batch_count") - before[1]
+    assert jobs_in_batches > batches  # some forward pass held several jobs
+
+    network = build_small_model()
+    x = torch.full((1, 8, 8), 0.3)
+    for job in jobs:
+        stored = runner.store.get_job(job.id)
+        assert stored.status is JobStatus.SUCCEEDED
+        seed = job.parameters.seed
+        alone = certify.smoothing_certify(
+            network, x, sigma=SMALL_MODEL_SIGMA, n0=16, n=300, batch_size=50, seed=seed
+        )
+        details = stored.result.certificates[CertificationMethod.SMOOTHING].details
+        flips = sum(abs(a - b) for a, b in zip(details["counts"], alone.counts, strict=True))
+        assert flips <= 6  # kernel rounding in a larger batch: rare argmax flips at most
+        margin = stored.result.certificates[CertificationMethod.MARGIN].details
+        direct = certify.margin_certify(network, x, ensemble=job.parameters.ensemble, seed=seed)
+        assert margin["label"] == direct.label
+        assert margin["radius"] == pytest.approx(direct.radius, rel=1e-5, abs=1e-6)
