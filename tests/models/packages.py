@@ -33,10 +33,13 @@ TRAINING = TrainingRecord(
 
 
 def save_package(
-    repository: Path, model_id: str = "tiny", version: str = "1", architecture: str = "hycas"
+    repository: Path,
+    model_id: str = "tiny",
+    version: str | None = None,
+    architecture: str = "hycas",
 ) -> Path:
-    """An untrained package of ``architecture`` (``hycas`` or ``cnn``) at ``version``; its
-    folder."""
+    """An untrained package of ``architecture`` (``hycas`` or ``cnn``) at ``version`` (default:
+    the next one); its folder."""
     torch.manual_seed(0)
     if architecture == "hycas":
         model = build_hycas((1, 8, 8), 3, width=4, stage_depths=(1,))

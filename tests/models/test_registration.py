@@ -86,8 +86,9 @@ def test_missing_or_extra_files_are_refused(store, hycas):
     assert store.model_ids() == []
 
 
-def test_a_package_travels_as_a_folder_a_tar_or_a_zip(tmp_path, hycas):
+def test_a_package_travels_as_a_folder_a_tar_or_a_zip(tmp_path):
     folder = save_package(tmp_path / "repository")
+    hycas = package_files(folder)
     tar_bytes, zip_bytes = io.BytesIO(), io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w:gz") as archive:
         archive.add(folder, arcname="tiny/1")

@@ -12,10 +12,8 @@ from safetensors.torch import save as save_safetensors
 
 import models
 from models import (
-    DatasetRecord,
     ModelCard,
     ModelIntegrityError,
-    TrainingRecord,
     UnknownModelError,
     build_hycas,
     list_models,
@@ -25,25 +23,7 @@ from models import (
     save_model,
 )
 from models.baselines import build_plain_cnn
-
-DATASET = DatasetRecord(
-    name="digits",
-    source="generated for the test",
-    train_split="none",
-    train_size=0,
-    test_split="none",
-    test_size=0,
-)
-TRAINING = TrainingRecord(
-    command="hycas train --model-id tiny",
-    seed=0,
-    settings={"epochs": 0},
-    loss="none",
-    final_loss=0.0,
-    wall_seconds=0.0,
-    device="cpu",
-    torch_version=torch.__version__,
-)
+from tests.models.packages import DATASET, TRAINING
 
 
 def tiny_hycas(seed: int = 0) -> models.HyCAS:

@@ -7,13 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 import models
-from models import DatasetRecord, TrainingRecord
-from models.baselines import build_plain_cnn
 from service.main import create_app
+from tests.models.packages import save_package
 from tests.service.conftest import embedded_settings
 from workers.model_cache import ModelCache, RepositorySource
 
@@ -23,34 +21,7 @@ SHAPE = (1, 8, 8)
 
 def save_cnn_package(repository: Path, model_id: str = MODEL) -> None:
     """An untrained plain CNN package, saved by ``models.save_model`` into ``repository``."""
-    torch.manual_seed(0)
-    cnn = build_plain_cnn(SHAPE, 3, width=4, hidden=8)
-    models.save_model(
-        cnn,
-        model_id=model_id,
-        class_names=["zero", "one", "two"],
-        sigma=0.25,
-        dataset=DatasetRecord(
-            name="digits",
-            source="untrained, for the test",
-            train_split="none",
-            train_size=0,
-            test_split="none",
-            test_size=0,
-        ),
-        training=TrainingRecord(
-            command="models.save_model",
-            seed=0,
-            settings={"epochs": 0},
-            loss="none",
-            final_loss=0.0,
-            wall_seconds=0.0,
-            device="cpu",
-            torch_version=torch.__version__,
-        ),
-        metrics={},
-        repository=repository,
-    )
+    save_package(repository, model_id, architecture="cnn")
 
 
 @pytest.fixture
