@@ -36,13 +36,15 @@ COPY models ./models
 COPY certify ./certify
 COPY workers ./workers
 COPY service ./service
-RUN pip install --no-cache-dir .
+# The s3 extra reads a repository in a bucket; the onnx extra runs imported ONNX classifiers.
+RUN pip install --no-cache-dir "./[s3,onnx]"
 
 FROM python AS runtime
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin hycas
 COPY --from=build /opt/venv /opt/venv
 # The shipped demo model only (models trained locally into model_repository/ stay out);
-# other models are mounted at HYCAS_MODEL_REPOSITORY.
+# every other model is read from the repository HYCAS_MODEL_REPOSITORY names (a volume or a
+# bucket; deploy/ shows both), where `hycas models push` and POST /v1/models register them.
 COPY --chown=hycas:hycas model_repository/digits-hycas /srv/hycas/model_repository/digits-hycas
 COPY deploy/docker/healthcheck.py /usr/local/lib/hycas/healthcheck.py
 # A worker serves its metrics on 9808 unless told otherwise: the healthcheck probes it there.
