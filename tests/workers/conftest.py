@@ -83,6 +83,8 @@ def settings_environment(settings: Settings, metrics_dir: Path | None = None) ->
         env["HYCAS_BROKER_VISIBILITY_TIMEOUT_SECONDS"] = str(
             settings.broker_visibility_timeout_seconds
         )
+    if settings.worker_jobs_per_process is not None:
+        env["HYCAS_WORKER_JOBS_PER_PROCESS"] = str(settings.worker_jobs_per_process)
     if metrics_dir is not None:
         env["HYCAS_METRICS_DIR"] = str(metrics_dir)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
