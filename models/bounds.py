@@ -86,16 +86,16 @@ def product_upper_bound(factors: Iterable[float]) -> float:
         if not (f >= 0.0 and math.isfinite(f)):
             raise ValueError(f"a Lipschitz bound must be finite and non-negative, got {f}")
         exact *= Fraction(f)
-    return round_up(exact)
+    return ceil_to_float(exact)
 
 
 def sum_upper_bound(terms: Iterable[float]) -> float:
     """The sum of non-negative floats, formed exactly and rounded up."""
     exact = sum((Fraction(t) for t in terms), Fraction(0))
-    return round_up(exact)
+    return ceil_to_float(exact)
 
 
-def round_up(value: Fraction) -> float:
+def ceil_to_float(value: Fraction) -> float:
     """The smallest float ≥ ``value``."""
     f = float(value)
     if Fraction(f) < value:

@@ -13,7 +13,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from models.bounds import convex_weights, round_up
+from models.bounds import ceil_to_float, convex_weights
 from models.layers.base import LipschitzModule, apply_layer
 from models.layers.omega import OmegaSource
 
@@ -24,7 +24,7 @@ def _weighted_bound(weights: torch.Tensor, bounds: list[float]) -> float:
         (Fraction(float(w)) * Fraction(b) for w, b in zip(weights.tolist(), bounds, strict=True)),
         Fraction(0),
     )
-    return round_up(total)
+    return ceil_to_float(total)
 
 
 class ConvexGate(LipschitzModule):
@@ -95,4 +95,4 @@ class AdditiveSkip(LipschitzModule):
         return x + apply_layer(self.body, x, omega)
 
     def lipschitz_bound(self) -> float:
-        return round_up(Fraction(1) + Fraction(self.body.lipschitz_bound()))
+        return ceil_to_float(Fraction(1) + Fraction(self.body.lipschitz_bound()))
