@@ -7,7 +7,9 @@ process; else (the embedded pool of ``hycas serve``) the host name.
 
 from __future__ import annotations
 
+import os
 import socket
+from functools import cache
 
 from workers.config import ExecutionSettings
 
@@ -23,4 +25,11 @@ def remember_celery_node_name(sender: str, **_: object) -> None:
 
 def worker_name() -> str:
     """This process's name in results (``provenance.host``)."""
-    return ExecutionSettings().worker_name or _celery_node_name or socket.gethostname()
+    configured = _configured_name(os.environ.get("HYCAS_WORKER_NAME"))
+    return configured or _celery_node_name or socket.gethostname()
+
+
+@cache
+def _configured_name(_variable: str | None) -> str | None:
+    # Reading the settings costs milliseconds, a job's whole overhead: once per value.
+    return ExecutionSettings().worker_name
