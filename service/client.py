@@ -91,6 +91,31 @@ class Certificate:
 
 
 @dataclass(frozen=True)
+class AttackFinding:
+    """What an attack (``methods=…,attack``) found on one classifier: an input with another
+    answer at ``distance``, an upper bound on its true robust radius; never a certificate.
+    ``distance`` is ``None`` when nothing was found, which is no evidence of robustness."""
+
+    classifier: str
+    label: int | None
+    label_found: int | None
+    class_name_found: str | None
+    distance: float | None
+    guarantee: str
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> AttackFinding:
+        return cls(
+            classifier=body["classifier"],
+            label=body["label"],
+            label_found=body["label_found"],
+            class_name_found=body["class_name_found"],
+            distance=body["distance"],
+            guarantee=body["guarantee"],
+        )
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The primary certificate's answer (``label`` ``None`` when it abstains) and a note."""
 
@@ -102,11 +127,15 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Result:
-    """A finished certification: the prediction, each certificate by method name, the warnings
-    about the input, and the whole JSON report (``raw``: input description, provenance)."""
+    """A finished certification: the prediction, each certificate by method name, what an
+    attack found (when asked for) and each bracket ``certified ≤ true robust radius ≤ found``
+    as a sentence, the warnings about the input, and the whole JSON report (``raw``: input
+    description, provenance)."""
 
     prediction: Prediction
     certificates: dict[str, Certificate]
+    attacks: tuple[AttackFinding, ...]
+    brackets: tuple[str, ...]
     warnings: tuple[str, ...]
     input_shape: tuple[int, ...]
     raw: Mapping[str, Any] = field(repr=False)
@@ -114,6 +143,8 @@ class Result:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Result:
         prediction = body["prediction"]
+        attack = body["certificates"].get("attack")
+        findings = () if attack is None else (attack, *attack.get("other_classifiers", ()))
         return cls(
             prediction=Prediction(
                 label=prediction["label"],
@@ -122,8 +153,12 @@ class Result:
                 note=prediction["note"],
             ),
             certificates={
-                name: Certificate.from_json(value) for name, value in body["certificates"].items()
+                name: Certificate.from_json(value)
+                for name, value in body["certificates"].items()
+                if name != "attack"
             },
+            attacks=tuple(AttackFinding.from_json(finding) for finding in findings),
+            brackets=tuple(bracket["statement"] for bracket in body.get("brackets", ())),
             warnings=tuple(body.get("warnings", ())),
             input_shape=tuple(body["input_space"]["shape"]),
             raw=body,

@@ -1,6 +1,7 @@
 """``service.client`` against a real ``hycas serve`` (embedded mode, the shipped digits model):
 PNG and DICOM certified, a job cancelled, a 429 retried until it passes, a 422 raised with its
-code; a batch of 20 at concurrency 4 with -m slow."""
+code, ``hycas certify --server``; with -m slow, a batch of 20 at concurrency 4 and an attack read
+apart from the certificates."""
 
 from __future__ import annotations
 
@@ -112,3 +113,16 @@ def test_hycas_certify_with_server_prints_the_services_result(live_gateway, caps
     assert "prediction 6 (6)" in printed and "margin" in printed
     assert main([*argv, "--sigma", "0.3"]) == 2
     assert "(422 unsupported_sigma)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_attack_is_read_apart_from_the_certificates_and_never_beats_them(client):
+    result = client.certify(DIGIT, MODEL, n=500, seed=5, methods="smoothing,margin,attack")
+    assert set(result.certificates) == {"smoothing", "margin"}
+    assert {finding.classifier for finding in result.attacks} == {"smoothed", "frozen_ensemble"}
+    by_classifier = {c.classifier: c for c in result.certificates.values()}
+    for finding in result.attacks:
+        # Another answer found at distance D: no certificate of that classifier may claim more.
+        if finding.distance is not None:
+            assert by_classifier[finding.classifier].radius <= finding.distance
+    assert result.brackets and all("≤" in sentence for sentence in result.brackets)
