@@ -20,6 +20,11 @@ EXPECTED_TYPES = {
     "hycas_models_loaded": "gauge",
     "hycas_jobs_running": "gauge",
     "hycas_queue_length": "gauge",
+    "hycas_forward_batch_size": "histogram",
+    "hycas_jobs_per_forward_batch": "histogram",
+    "hycas_batcher_wait_seconds": "histogram",
+    "hycas_forward_samples": "counter",
+    "hycas_forward_seconds": "counter",
 }
 
 
@@ -61,6 +66,13 @@ def test_metrics_after_a_job(client):
         families["hycas_noisy_samples"], "hycas_noisy_samples_total", model=SMALL_MODEL_ID
     )
     assert samples - samples_before == 128
+    # The batcher saw them too, and the margin certificate's one frozen draw.
+    assert (
+        sample_value(
+            families["hycas_forward_samples"], "hycas_forward_samples_total", model=SMALL_MODEL_ID
+        )
+        >= 128 + 1
+    )
     assert sample_value(families["hycas_jobs"], "hycas_jobs_total", state="succeeded") >= 1
     assert (
         sample_value(families["hycas_certificates"], "hycas_certificates_total", method="margin")
