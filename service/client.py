@@ -16,9 +16,10 @@ and ``message``. A job that fails or is cancelled raises :class:`JobFailed`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,48 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise APIError(response.status_code, code, message, _retry_after(response))
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When an answer is worth sending the request again for: 429 or 503, after ``Retry-After``
+    seconds (else ``backoff · 2^attempt``, at most ``max_backoff``), up to ``max_retries``."""
+
+    max_retries: int = 8
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def delay(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``; ``None``: this answer stands."""
+        if response.status_code not in RETRIED_STATUSES or attempt >= self.max_retries:
+            return None
+        delay = _retry_after(response)
+        if delay is None:
+            delay = min(self.max_backoff, self.backoff * 2**attempt)
+        request = response.request
+        logger.info(
+            "event=retry method=%s path=%s status=%d attempt=%d delay_seconds=%.1f",
+            request.method,
+            request.url.path,
+            response.status_code,
+            attempt + 1,
+            delay,
+        )
+        return delay
+
+
+def _poll_intervals(first: float) -> Iterator[float]:
+    """Seconds between polls of a job: ``first``, growing by half each time up to 2 s."""
+    interval = first
+    while True:
+        yield interval
+        interval = min(2.0, interval * 1.5)
+
+
+def _finished_result(job: Job) -> Result:
+    if job.result is None:
+        raise JobFailed(job)
+    return job.result
+
+
 class Client:
     """The API at ``base_url`` (e.g. ``http://127.0.0.1:8000``), with ``api_key`` sent as
     ``X-API-Key`` when given.
@@ -271,9 +314,7 @@ class Client:
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.retries = RetryPolicy(max_retries, backoff, max_backoff)
         self.poll_interval = poll_interval
 
     def __enter__(self) -> Client:
@@ -287,24 +328,15 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer of one request, retried on 429 and 503 as the class says."""
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             response = self._http.request(method, path, **kwargs)
-            if response.status_code not in RETRIED_STATUSES or attempt == self.max_retries:
+            delay = self.retries.delay(response, attempt)
+            if delay is None:
                 _raise_for_error(response)
                 return response.json()
-            delay = _retry_after(response)
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * 2**attempt)
-            logger.info(
-                "event=retry method=%s path=%s status=%d attempt=%d delay_seconds=%.1f",
-                method,
-                path,
-                response.status_code,
-                attempt + 1,
-                delay,
-            )
             time.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            attempt += 1
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the service offers, each with its card (``GET /v1/models``)."""
@@ -338,8 +370,7 @@ class Client:
         """Poll until the job has finished (succeeded, failed or cancelled) and return it;
         ``TimeoutError`` after ``timeout`` seconds. ``progress`` sees each poll's job."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = self.poll_interval
-        while True:
+        for interval in _poll_intervals(self.poll_interval):
             job = self.job(job_id)
             if progress is not None:
                 progress(job)
@@ -348,7 +379,7 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
             time.sleep(interval)
-            interval = min(2.0, interval * 1.5)
+        raise AssertionError("unreachable: the polls never end")
 
     def certify(
         self,
@@ -366,10 +397,7 @@ class Client:
         The result's radii are the service's certificates, each stating its guarantee; this
         client reports them as received and never changes a radius."""
         job = self.submit(image_or_path, model, **params)
-        job = self.wait(job.id, timeout=wait, progress=progress)
-        if job.result is None:
-            raise JobFailed(job)
-        return job.result
+        return _finished_result(self.wait(job.id, timeout=wait, progress=progress))
 
     def certify_batch(
         self,
@@ -395,3 +423,111 @@ class Client:
 
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(pool.map(one, list(paths)))
+
+
+class AsyncClient:
+    """:class:`Client` for ``asyncio``: the same methods as coroutines, the same retries and
+    errors; ``certify_batch`` keeps at most ``concurrency`` jobs in flight."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 8,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+        )
+        self.retries = RetryPolicy(max_retries, backoff, max_backoff)
+        self.poll_interval = poll_interval
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            response = await self._http.request(method, path, **kwargs)
+            delay = self.retries.delay(response, attempt)
+            if delay is None:
+                _raise_for_error(response)
+                return response.json()
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def models(self) -> list[dict[str, Any]]:
+        return (await self._request("GET", "/v1/models"))["models"]
+
+    async def submit(self, image_or_path: ImageInput, model: str, **params: Any) -> Job:
+        request = _image_request(image_or_path, model, params)
+        return Job.from_json(await self._request("POST", "/v1/certify", **request))
+
+    async def job(self, job_id: str) -> Job:
+        return Job.from_json(await self._request("GET", f"/v1/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.from_json(await self._request("DELETE", f"/v1/jobs/{job_id}"))
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for interval in _poll_intervals(self.poll_interval):
+            job = await self.job(job_id)
+            if progress is not None:
+                progress(job)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
+            await asyncio.sleep(interval)
+        raise AssertionError("unreachable: the polls never end")
+
+    async def certify(
+        self,
+        image_or_path: ImageInput,
+        model: str,
+        *,
+        wait: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+        **params: Any,
+    ) -> Result:
+        job = await self.submit(image_or_path, model, **params)
+        return _finished_result(await self.wait(job.id, timeout=wait, progress=progress))
+
+    async def certify_batch(
+        self,
+        paths: Iterable[ImageInput],
+        model: str,
+        *,
+        concurrency: int = 4,
+        wait: float | None = None,
+        **params: Any,
+    ) -> list[Result | Exception]:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(image: ImageInput) -> Result | Exception:
+            async with slots:
+                try:
+                    return await self.certify(image, model, wait=wait, **params)
+                except (APIError, JobFailed, TimeoutError, OSError, httpx.HTTPError) as error:
+                    return error
+
+        return list(await asyncio.gather(*(one(image) for image in paths)))

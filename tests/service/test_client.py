@@ -5,6 +5,7 @@ apart from the certificates."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from service.client import APIError, Client, JobFailed
+from service.client import APIError, AsyncClient, Client, JobFailed
 from tests.service.conftest import png_bytes
 from tests.service.gateway_process import GatewayProcess
 
@@ -81,6 +82,23 @@ def test_a_refusal_is_raised_with_the_apis_status_code_and_message(client):
     with pytest.raises(APIError) as unknown:
         client.submit(b"plain text, no image", MODEL)
     assert 400 <= unknown.value.status < 500 and unknown.value.code != "internal_error"
+
+
+def test_the_async_client_certifies_and_refuses_as_the_client_does(live_gateway):
+    async def run() -> tuple[list, APIError]:
+        async with AsyncClient(live_gateway.url, poll_interval=0.05) as client:
+            # One job at a time: the shared gateway admits one unfinished job.
+            outcomes = await client.certify_batch(
+                [DIGIT, DIGIT.read_bytes()], MODEL, concurrency=1, seed=3, methods="margin"
+            )
+            with pytest.raises(APIError) as refused:
+                await client.submit(DIGIT, MODEL, sigma=0.3)
+            return outcomes, refused.value
+
+    outcomes, refused = asyncio.run(run())
+    assert [o.prediction.class_name for o in outcomes] == ["6", "6"]
+    assert outcomes[0].certificates["margin"].radius == outcomes[1].certificates["margin"].radius
+    assert (refused.status, refused.code) == (422, "unsupported_sigma")
 
 
 @pytest.mark.slow
