@@ -3,13 +3,15 @@
     python bench/bench_training_step.py [--shape 1,28,28] [--batch 64] [--repeats 20]
                                         [--threads 1] [--profile-steps 5]
 
-Both networks take the step of ``models.training.trainer.training_step`` on the same batch,
-with the same thread count, alternating in one process: HyCAS with the shipped recipe's
+Both networks take the step of ``models.training.trainer.training_step`` inside
+``models.layers.fast_training`` (as ``hycas train`` does) on the same batch, with the same
+thread count, alternating in one process: HyCAS with the shipped recipe's
 objective (noise σ = 0.25, margin term λ = 0.15, r = 0.75: two forward passes), the plain
 CNN with noise only (it has no bound, so no margin term), Adam for both. Prints the median
 step times and their ratio, then a torch.profiler breakdown of the HyCAS step by layer
 family: each family's forward ops and the backward ops autograd runs for them (matched by
-sequence number), self CPU time.
+sequence number), self CPU time. ``--certified-steps`` adds HyCAS steps outside
+``fast_training`` (the float64 derived weights of certification in every step).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -40,6 +43,7 @@ from models.layers import (
     ScaledAvgPool2d,
     Standardize,
     StochasticAttention,
+    fast_training,
 )
 from models.training.losses import margin_offset
 from models.training.trainer import TrainingSettings, training_step
@@ -69,11 +73,16 @@ FAMILIES: dict[type, str] = {
     nn.MaxPool2d: "ReLU, pooling",
     nn.AdaptiveAvgPool2d: "ReLU, pooling",
 }
-DERIVED_WEIGHTS: dict[type, str] = {
-    AOLConv2d: "AOL rescaling (derived weights)",
-    NormalizedLinear: "head normalisation (derived weights)",
+DERIVED_WEIGHTS: dict[type, tuple[str, tuple[str, ...]]] = {
+    AOLConv2d: ("AOL rescaling (derived weights)", ("effective_weight", "training_kernel")),
+    NormalizedLinear: (
+        "head normalisation (derived weights)",
+        ("effective_weight", "training_weight"),
+    ),
 }
-"""Layers whose ``effective_weight`` is timed apart from the rest of their forward pass."""
+"""Layers whose derived-weight methods (certified, shortcut) are timed apart from the rest of
+their forward pass. With the shortcuts, a gate's merged convolution (AOL and random projection
+in one) counts under gates."""
 
 
 def _labelled(fn: Callable, label: str) -> Callable:
@@ -90,9 +99,9 @@ def label_families(model: nn.Module) -> None:
         family = FAMILIES.get(type(module))
         if family is not None:
             module.forward = _labelled(module.forward, "family: " + family)
-        derived = DERIVED_WEIGHTS.get(type(module))
-        if derived is not None:
-            module.effective_weight = _labelled(module.effective_weight, "family: " + derived)
+        label, methods = DERIVED_WEIGHTS.get(type(module), ("", ()))
+        for method in methods:
+            setattr(module, method, _labelled(getattr(module, method), "family: " + label))
 
 
 def family_times(events) -> dict[str, float]:
@@ -134,8 +143,11 @@ def family_times(events) -> dict[str, float]:
 class Stepper:
     """One network, its optimizer and objective, stepping on a fixed batch."""
 
-    def __init__(self, model: nn.Module, settings: TrainingSettings, x, y) -> None:
+    def __init__(
+        self, model: nn.Module, settings: TrainingSettings, x, y, *, shortcuts: bool = True
+    ) -> None:
         self.model, self.settings, self.x, self.y = model.train(), settings, x, y
+        self.shortcuts = shortcuts
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         self.generator = torch.Generator().manual_seed(1)
         bound = model.lipschitz_bound() if settings.margin_weight > 0 else None
@@ -143,15 +155,16 @@ class Stepper:
 
     def step(self) -> float:
         start = time.perf_counter()
-        training_step(
-            self.model,
-            self.optimizer,
-            self.x,
-            self.y,
-            self.settings,
-            offset=self.offset,
-            generator=self.generator,
-        )
+        with fast_training(self.model) if self.shortcuts else nullcontext():
+            training_step(
+                self.model,
+                self.optimizer,
+                self.x,
+                self.y,
+                self.settings,
+                offset=self.offset,
+                generator=self.generator,
+            )
         return time.perf_counter() - start
 
 
@@ -162,6 +175,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile-steps", type=int, default=5)
+    parser.add_argument(
+        "--certified-steps",
+        action="store_true",
+        help="also time HyCAS steps without fast_training (float64 derived weights each step)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -174,6 +192,10 @@ def main() -> None:
         "plain CNN (noise)": Stepper(build_plain_cnn(shape, 10), CNN_SETTINGS, x, y),
         "HyCAS (noise + margin)": Stepper(build_hycas(shape, 10), HYCAS_SETTINGS, x, y),
     }
+    if args.certified_steps:
+        steppers["HyCAS, certified weights each step"] = Stepper(
+            build_hycas(shape, 10), HYCAS_SETTINGS, x, y, shortcuts=False
+        )
     print(
         f"shape={shape} batch={args.batch} threads={torch.get_num_threads()} "
         f"repeats={args.repeats} torch={torch.__version__}"

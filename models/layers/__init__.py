@@ -3,7 +3,13 @@
 from models.layers.activations import MaxMin
 from models.layers.aol import AOLConv2d
 from models.layers.attention_noise import StochasticAttention
-from models.layers.base import LipschitzModule, LipschitzSequential, apply_layer
+from models.layers.base import (
+    LipschitzModule,
+    LipschitzSequential,
+    ZeroPaddedConvolution,
+    apply_layer,
+    fast_training,
+)
 from models.layers.frequency import FrequencyFilter, orthonormal_dct_matrix
 from models.layers.gates import AdditiveSkip, ConvexGate, ConvexResidual
 from models.layers.head import NormalizedLinear
@@ -29,6 +35,8 @@ __all__ = [
     "ScaledAvgPool2d",
     "Standardize",
     "StochasticAttention",
+    "ZeroPaddedConvolution",
     "apply_layer",
+    "fast_training",
     "orthonormal_dct_matrix",
 ]

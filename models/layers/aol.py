@@ -14,15 +14,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.bounds import float32_cast_margin
-from models.layers.base import LipschitzModule
+from models.layers.base import ZeroPaddedConvolution
 
 
-class AOLConv2d(LipschitzModule):
+def aol_scale(weight: torch.Tensor) -> torch.Tensor:
+    """``d_i = (Σ_{j, shifts} |P_ij|)^{-1/2}`` per input channel, in ``weight``'s dtype."""
+    k = weight.shape[-1]
+    wt = weight.transpose(0, 1)  # [c_in, c_out, k, k]
+    gram = F.conv2d(wt, wt, padding=k - 1)  # [c_in, c_in, 2k−1, 2k−1]
+    row_sums = gram.abs().sum(dim=(1, 2, 3))
+    # A zero input column contributes nothing; any finite scale keeps it harmless.
+    return torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
+
+
+class AOLConv2d(ZeroPaddedConvolution):
     """Zero-padded ``k × k`` convolution with AOL rescaling.
 
     Bound: ``‖conv(x) − conv(x')‖₂ ≤ ‖x − x'‖₂`` for every value of the trainable weight.
     The rescaling is computed in float64 and shrunk by :func:`float32_cast_margin` before the
-    float32 cast, so the rounded kernel keeps the bound.
+    float32 cast, so the rounded kernel keeps the bound. Training steps inside
+    :func:`models.layers.fast_training` rescale in the weight's own dtype instead (no margin,
+    not certified: the bound is always that of :meth:`effective_weight`).
     """
 
     def __init__(
@@ -53,18 +65,21 @@ class AOLConv2d(LipschitzModule):
     def effective_weight(self) -> torch.Tensor:
         """The rescaled float32 kernel that the forward pass uses."""
         w = self.weight.double()
-        k = self.kernel_size
-        wt = w.transpose(0, 1)  # [c_in, c_out, k, k]
-        gram = F.conv2d(wt, wt, padding=k - 1)  # [c_in, c_in, 2k−1, 2k−1]
-        row_sums = gram.abs().sum(dim=(1, 2, 3))
-        # A zero input column contributes nothing; any finite scale keeps it harmless.
-        scale = torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
+        scale = aol_scale(w)
         return (w * (scale * self._shrink).view(1, -1, 1, 1)).to(self.weight.dtype)
 
+    def training_kernel(self) -> torch.Tensor:
+        """The AOL kernel rescaled in the weight's dtype (a training step's shortcut)."""
+        return self.weight * aol_scale(self.weight).view(1, -1, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_training_shortcuts():
+            kernel = self.training_kernel()
+        else:
+            kernel = self.cached_when_frozen(self.effective_weight)
         return F.conv2d(
             x,
-            self.cached_when_frozen(self.effective_weight),
+            kernel,
             self.bias,
             stride=self.stride,
             padding=self.kernel_size // 2,

@@ -59,7 +59,10 @@ class StochasticAttention(LipschitzModule):
             logits = logits + self.temperature * (g_c + g_hw)
         y = torch.sigmoid(logits) * x
         if self.noise_std > 0:
-            y = y + self.noise_std * omega.normal(self.channels, h, w)
+            noise = omega.normal(self.channels, h, w)
+            if self.takes_training_shortcuts():
+                return torch.add(y, noise, alpha=self.noise_std)
+            y = y + self.noise_std * noise
         return y
 
     def lipschitz_bound(self) -> float:

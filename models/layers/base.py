@@ -7,7 +7,8 @@ float32 parameter values the layer holds now, in exact arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -22,8 +23,17 @@ class LipschitzModule(nn.Module):
     draws_omega: bool = False
     """True when ``forward`` takes the randomness source as its second argument."""
 
+    fast_training: bool = False
+    """Set on every layer of a model inside :func:`fast_training` (never by hand)."""
+
     def lipschitz_bound(self) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not state a Lipschitz bound")
+
+    def takes_training_shortcuts(self) -> bool:
+        """True in a forward pass that records gradients inside :func:`fast_training`: the
+        layer may then compute the same real-number function rounded another way (derived
+        weights in the parameters' dtype, branches merged), which no bound covers."""
+        return self.fast_training and torch.is_grad_enabled()
 
     def cached_when_frozen(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``compute()`` (a weight derived from this layer's parameters), cached while no
@@ -46,6 +56,47 @@ class LipschitzModule(nn.Module):
             cache = (_cache_key(params), compute())
             self.__dict__["_derived_weight_cache"] = cache
         return cache[1]
+
+
+@contextmanager
+def fast_training(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, the forward passes of ``model`` that record gradients take its
+    layers' training shortcuts (see :meth:`LipschitzModule.takes_training_shortcuts`).
+
+    The certified network is untouched: ``lipschitz_bound()`` never reads a shortcut, and a
+    forward pass under ``torch.no_grad()`` or ``torch.inference_mode()`` (every certificate
+    runs in one) is the certified one, inside the block and out. A shortcut rounds as a
+    training step may: in exact arithmetic it is the layer's function with its current
+    parameters, but the float64 margins that make the float32 forward pass keep the bound
+    are left out, so a shortcut must never be used to certify anything.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LipschitzModule)]
+    for layer in layers:
+        layer.fast_training = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("fast_training", None)
+
+
+class ZeroPaddedConvolution(LipschitzModule):
+    """A convolution ``x ↦ K ∗ x (+ b)`` with zero padding ``kernel_size // 2``.
+
+    A gate merges such branches of equal geometry into one convolution in training steps
+    (convolution is linear in the kernel: ``Σ w_i (K_i ∗ x) = (Σ w_i K_i) ∗ x``).
+    """
+
+    kernel_size: int
+    stride: int = 1
+    bias: torch.Tensor | None
+
+    def training_kernel(self) -> torch.Tensor:
+        """The kernel of a training step (the shortcut of :func:`fast_training`)."""
+        raise NotImplementedError
+
+    def check_input_size(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` for an input size the layer's bound does not cover (none here)."""
 
 
 def _cache_key(params: tuple[torch.Tensor, ...]) -> tuple:

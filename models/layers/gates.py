@@ -11,10 +11,11 @@ from __future__ import annotations
 from fractions import Fraction
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.bounds import ceil_to_float, convex_weights
-from models.layers.base import LipschitzModule, apply_layer
+from models.layers.base import LipschitzModule, ZeroPaddedConvolution, apply_layer
 from models.layers.omega import OmegaSource
 
 
@@ -31,6 +32,8 @@ class ConvexGate(LipschitzModule):
     """``Σ_i w_i f_i(x) + b`` with ``w = softmax(g)`` over scalar logits, one per branch.
 
     Bound: ``Σ_i w_i L_i`` (exact arithmetic on the float32 weights, which sum to ≤ 1).
+    Training steps inside :func:`models.layers.fast_training` take the plain softmax and run
+    the convolution branches of one geometry as one convolution with kernel ``Σ w_i K_i``.
     """
 
     def __init__(self, branches: list[LipschitzModule], out_channels: int) -> None:
@@ -44,9 +47,42 @@ class ConvexGate(LipschitzModule):
         return self.cached_when_frozen(lambda: convex_weights(self.gate_logits))
 
     def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        if self.takes_training_shortcuts():
+            return self._training_forward(x, omega)
         w = self.weights()
         out = sum(w[i] * apply_layer(b, x, omega) for i, b in enumerate(self.branches))
         return out + self.bias.view(1, -1, 1, 1)
+
+    def _training_forward(self, x: torch.Tensor, omega: OmegaSource | None) -> torch.Tensor:
+        """The same sum with the convolutions sharing the first one's geometry merged."""
+        w = torch.softmax(self.gate_logits, dim=0)
+        convolutions = [
+            i for i, b in enumerate(self.branches) if isinstance(b, ZeroPaddedConvolution)
+        ]
+        if convolutions:
+            first = self.branches[convolutions[0]]
+            geometry = (first.kernel_size, first.stride)
+            convolutions = [
+                i
+                for i in convolutions
+                if (self.branches[i].kernel_size, self.branches[i].stride) == geometry
+            ]
+        kernel, bias = None, self.bias
+        for i in convolutions:
+            branch = self.branches[i]
+            branch.check_input_size(x)
+            term = w[i] * branch.training_kernel()
+            kernel = term if kernel is None else kernel + term
+            if branch.bias is not None:
+                bias = bias + w[i] * branch.bias
+        if kernel is None:
+            out = bias.view(1, -1, 1, 1)
+        else:
+            out = F.conv2d(x, kernel, bias, stride=geometry[1], padding=geometry[0] // 2)
+        for i, branch in enumerate(self.branches):
+            if i not in convolutions:
+                out = torch.addcmul(out, w[i], apply_layer(branch, x, omega))
+        return out
 
     def lipschitz_bound(self) -> float:
         return _weighted_bound(
@@ -73,8 +109,12 @@ class ConvexResidual(LipschitzModule):
         return self.cached_when_frozen(lambda: convex_weights(self.mix_logits))
 
     def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
+        body = apply_layer(self.body, x, omega)
+        if self.takes_training_shortcuts():
+            beta = torch.softmax(self.mix_logits, dim=0)[1]
+            return torch.lerp(x, body, beta)
         w = self.weights()
-        return w[0] * x + w[1] * apply_layer(self.body, x, omega)
+        return w[0] * x + w[1] * body
 
     def lipschitz_bound(self) -> float:
         return _weighted_bound(self.weights().detach(), [1.0, self.body.lipschitz_bound()])

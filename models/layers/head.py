@@ -34,7 +34,15 @@ class NormalizedLinear(LipschitzModule):
         sigma = torch.linalg.matrix_norm(rows, ord=2)
         return (rows * (self._shrink / sigma)).to(self.weight.dtype)
 
+    def training_weight(self) -> torch.Tensor:
+        """``R / σ_max(R)`` in the weight's dtype, without the cast margin: a training step's
+        shortcut (:func:`models.layers.fast_training`), never certified."""
+        rows = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return rows / torch.linalg.matrix_norm(rows, ord=2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_training_shortcuts():
+            return nn.functional.linear(x, self.training_weight(), self.bias)
         return nn.functional.linear(x, self.cached_when_frozen(self.effective_weight), self.bias)
 
     def lipschitz_bound(self) -> float:

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from models.bounds import conv_operator_norm_bound, float32_cast_margin
-from models.layers.base import LipschitzModule, same_values
+from models.layers.base import ZeroPaddedConvolution, same_values
 
 
-class RandomProjectionConv2d(LipschitzModule):
+class RandomProjectionConv2d(ZeroPaddedConvolution):
     """Zero-padded convolution with frozen, seeded Gaussian filters of operator norm ≤ 1.
 
     Bound: ``conv_operator_norm_bound(kernel, input_size)`` recomputed from the float32
@@ -36,6 +36,7 @@ class RandomProjectionConv2d(LipschitzModule):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
         self.kernel_size = kernel_size
+        self.bias = None
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.seed = int(seed)
         generator = torch.Generator("cpu").manual_seed(self.seed)
@@ -55,11 +56,19 @@ class RandomProjectionConv2d(LipschitzModule):
         if bound > 1.0:
             raise ArithmeticError(f"normalised random projection has bound {bound} > 1")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input_size(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` has the spatial size the kernel was certified on."""
         if tuple(x.shape[-2:]) != self.input_size:
             raise ValueError(
                 f"random projection was certified for {self.input_size}, got {tuple(x.shape[-2:])}"
             )
+
+    def training_kernel(self) -> torch.Tensor:
+        """The frozen kernel itself (normalised once, when the layer was built)."""
+        return self.kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_size(x)
         return F.conv2d(x, self.kernel, padding=self.kernel_size // 2)
 
     def lipschitz_bound(self) -> float:

@@ -10,6 +10,13 @@ certifies radius ``r`` (:mod:`models.training.losses`); ``L`` is the model's cer
 re-read every epoch. ``λ = 0`` is Cohen et al.'s noise training. Adam with a one-cycle
 learning-rate schedule. Deterministic given the seed on one device and torch version: the seed
 fixes the initial weights (set by the caller), the data order, the noise and Ω.
+
+The steps run inside :func:`models.layers.fast_training`: derived weights (AOL rescaling, the
+head's normalisation, gate weights) in the parameters' dtype and the gate's convolutions
+merged, the same function in exact arithmetic without the float64 work that certification
+needs. The bound is never taken from them: ``lipschitz_bound()`` reads the certified derived
+weights, and the package records it from the final float32 parameters (and recomputes it on
+loading).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from models.data import ImageDataset
+from models.layers import fast_training
 from models.protocol import CertifiableModel
 from models.training.losses import margin_cross_entropy, margin_offset
 
@@ -98,13 +106,21 @@ def training_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One update on the batch ``(x, y)``: noise ``ε`` and Ω from ``generator``, the objective
     of the module docstring with the margin ``offset`` (``√2·L·r``), one optimizer step.
-    Returns the loss and the noisy logits, both detached."""
+    Returns the loss and the noisy logits, both detached.
+
+    The noisy and the clean inputs of the margin term go through the network as one batch
+    (each sample with its own Ω), so the derived weights are computed once per step.
+    """
     noise = torch.randn(x.shape, generator=generator, device=x.device)
-    noisy_logits = model(x + settings.sigma * noise, generator=generator)
+    noisy = x + settings.sigma * noise
+    if settings.margin_weight > 0:
+        noisy_logits, clean_logits = model(torch.cat((noisy, x)), generator=generator).split(len(x))
+    else:
+        noisy_logits = model(noisy, generator=generator)
     loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
     if settings.margin_weight > 0:
         margin_loss = margin_cross_entropy(
-            model(x, generator=generator), y, offset=offset, logit_scale=settings.logit_scale
+            clean_logits, y, offset=offset, logit_scale=settings.logit_scale
         )
         loss = (1 - settings.margin_weight) * loss + settings.margin_weight * margin_loss
     optimizer.zero_grad(set_to_none=True)
@@ -142,25 +158,28 @@ def train_classifier(
     epoch_losses: list[float] = []
     correct = 0
     bar = tqdm(range(settings.epochs), desc="train", unit="epoch", disable=not progress)
-    for _ in bar:
-        # L is re-read each epoch: it moves (≤ 2) as the weights change.
-        offset = 0.0
-        if settings.margin_weight > 0:
-            offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
-        total, correct = 0.0, 0
-        for batch in torch.randperm(len(dataset), generator=order_generator).split(
-            settings.batch_size
-        ):
-            batch = batch.to(device)
-            x, y = images[batch], labels[batch]
-            loss, noisy_logits = training_step(
-                model, optimizer, x, y, settings, offset=offset, generator=noise_generator
-            )
-            schedule.step()
-            total += float(loss) * len(batch)
-            correct += int((noisy_logits.argmax(dim=1) == y).sum())
-        epoch_losses.append(total / len(dataset))
-        bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", noisy_acc=f"{correct / len(dataset):.3f}")
+    # Steps take the layers' shortcuts; the bound L is always the certified one.
+    with fast_training(model):
+        for _ in bar:
+            # L is re-read each epoch: it moves (≤ 2) as the weights change.
+            offset = 0.0
+            if settings.margin_weight > 0:
+                offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
+            total, correct = 0.0, 0
+            for batch in torch.randperm(len(dataset), generator=order_generator).split(
+                settings.batch_size
+            ):
+                batch = batch.to(device)
+                x, y = images[batch], labels[batch]
+                loss, noisy_logits = training_step(
+                    model, optimizer, x, y, settings, offset=offset, generator=noise_generator
+                )
+                schedule.step()
+                total += float(loss) * len(batch)
+                correct += int((noisy_logits.argmax(dim=1) == y).sum())
+            epoch_losses.append(total / len(dataset))
+            accuracy = correct / len(dataset)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", noisy_acc=f"{accuracy:.3f}")
     model.eval()
     return TrainingRun(
         epoch_losses=tuple(epoch_losses),

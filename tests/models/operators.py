@@ -7,6 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from models import HyCAS
+from models.layers import OmegaSource, apply_layer
+
 Map = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -75,3 +78,42 @@ def push_lipschitz_ratio(
         (-ratio.mean()).backward()
         opt.step()
         opt_d.step()
+
+
+def check_layer_bounds_along(model: HyCAS, x: torch.Tensor) -> None:
+    """Each top-level layer of a HyCAS ``model``, at the inputs it receives from the batch
+    ``x`` inside the network and with its real sizes: the exact Jacobian norm (by SVD, each
+    sample with its own Ω draw) stays under the layer's certified bound."""
+    omega = OmegaSource(x.shape[0], x.device, seed=0)
+    for name, layer in model.body.layers.items():
+        bound = layer.lipschitz_bound()
+        for draw, sample in enumerate(x):
+
+            def f(v, layer=layer, draw=draw):
+                return apply_layer(layer, v, OmegaSource(1, v.device, seed=draw))
+
+            exact = jacobian_norm_at(f, sample)
+            assert exact <= bound + 1e-5, f"{name}: Jacobian norm {exact} > bound {bound}"
+        with torch.no_grad():
+            x = apply_layer(layer, x, omega)
+
+
+def adversarial_ratio(
+    model: HyCAS, starts: int, steps: int, seed: int = 0, omega_seed: int = 0
+) -> float:
+    """Gradient ascent on ‖f(x) − f(y)‖ / ‖x − y‖ over input pairs, with a frozen Ω."""
+    g = torch.Generator().manual_seed(seed)
+    shape = model.input_shape
+    x = torch.rand(starts, *shape, generator=g).requires_grad_()
+    delta = (0.05 * torch.randn(starts, *shape, generator=g)).requires_grad_()
+    opt = torch.optim.Adam([x, delta], lr=0.02)
+    best = 0.0
+    for _ in range(steps):
+        fx = model(x, omega_seed=omega_seed)
+        fy = model(x + delta, omega_seed=omega_seed)
+        ratio = (fx - fy).norm(dim=1) / delta.flatten(1).norm(dim=1)
+        best = max(best, float(ratio.detach().max()))
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    return best

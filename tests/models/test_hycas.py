@@ -7,9 +7,14 @@ import itertools
 import pytest
 import torch
 
-from models import HyCAS, build_hycas
-from models.layers import LipschitzModule, OmegaSource, apply_layer
-from tests.models.operators import jacobian_norm_at, max_jacobian_norm, randomize_large
+from models import build_hycas
+from models.layers import LipschitzModule
+from tests.models.operators import (
+    adversarial_ratio,
+    check_layer_bounds_along,
+    max_jacobian_norm,
+    randomize_large,
+)
 
 # The default shapes are (1, 8, 8), (1, 28, 28), (3, 32, 32) and (3, 224, 224). The default
 # run searches the 8×8 network lightly and checks the composition of every small shape and of
@@ -27,27 +32,6 @@ BUILT_SHAPES = [
 
 def shape_id(shape: tuple[int, int, int]) -> str:
     return "x".join(map(str, shape))
-
-
-def adversarial_ratio(
-    model: HyCAS, starts: int, steps: int, seed: int = 0, omega_seed: int = 0
-) -> float:
-    """Gradient ascent on ‖f(x) − f(y)‖ / ‖x − y‖ over input pairs, with a frozen Ω."""
-    g = torch.Generator().manual_seed(seed)
-    shape = model.input_shape
-    x = torch.rand(starts, *shape, generator=g).requires_grad_()
-    delta = (0.05 * torch.randn(starts, *shape, generator=g)).requires_grad_()
-    opt = torch.optim.Adam([x, delta], lr=0.02)
-    best = 0.0
-    for _ in range(steps):
-        fx = model(x, omega_seed=omega_seed)
-        fy = model(x + delta, omega_seed=omega_seed)
-        ratio = (fx - fy).norm(dim=1) / delta.flatten(1).norm(dim=1)
-        best = max(best, float(ratio.detach().max()))
-        opt.zero_grad()
-        (-ratio.sum()).backward()
-        opt.step()
-    return best
 
 
 def search(shape, starts, steps, omega_seeds=(0,), *, slow=False, light=False) -> object:
@@ -161,19 +145,7 @@ def test_every_layer_bound_holds_at_its_inputs_inside_the_network(randomized):
     model = build_hycas((1, 8, 8), num_classes=10, width=8)
     if randomized:
         randomize_large(model, scale=3.0, seed=4)
-    x = torch.rand(3, 1, 8, 8)
-    omega = OmegaSource(x.shape[0], x.device, seed=0)
-    for name, layer in model.body.layers.items():
-        bound = layer.lipschitz_bound()
-        for draw, sample in enumerate(x):
-
-            def f(v, layer=layer, draw=draw):
-                return apply_layer(layer, v, OmegaSource(1, v.device, seed=draw))
-
-            exact = jacobian_norm_at(f, sample)
-            assert exact <= bound + 1e-5, f"{name}: Jacobian norm {exact} > bound {bound}"
-        with torch.no_grad():
-            x = apply_layer(layer, x, omega)
+    check_layer_bounds_along(model, torch.rand(3, 1, 8, 8))
 
 
 def test_jacobian_norm_never_exceeds_bound():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import shlex
 
@@ -109,10 +110,10 @@ def copies_of_one_image(dataset, count: int):
 def test_training_draws_a_fresh_omega_for_every_sample(digits_subset):
     settings = TrainingSettings(sigma=0.0, epochs=1, batch_size=2, margin_weight=0.5)
     passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 2), settings)
-    assert len(passes) == 2  # the noisy pass and the margin pass
-    for logits in passes:
-        assert logits.shape == (2, 10)
-        assert not torch.allclose(logits[0], logits[1])
+    # One pass: the noisy inputs and the margin term's clean inputs in one batch.
+    assert len(passes) == 1 and passes[0].shape == (4, 10)
+    for first, second in itertools.combinations(passes[0], 2):
+        assert not torch.allclose(first, second)
 
 
 def test_training_omega_is_fixed_by_the_seed_not_the_global_generator(digits_subset):
