@@ -163,25 +163,27 @@ def test_cancel_a_running_job_stops_it_between_batches():
         assert again.status_code == 202 and again.json()["status"] == "cancelled"
 
 
-def test_cancel_a_queued_job_at_once_and_a_finished_one_is_a_conflict(client):
+def test_cancel_a_queued_job_at_once_and_a_finished_one_is_a_conflict():
     image = np.zeros((8, 8)).tolist()
-    blocker = client.post(
-        "/v1/certify",
-        json={"model": SMALL_MODEL_ID, "image": image, "n": 200_000, "batch_size": 10},
-    ).json()
-    queued = client.post("/v1/certify", json={"model": SMALL_MODEL_ID, "image": image}).json()
-    response = client.delete(f"/v1/jobs/{queued['id']}")
-    assert response.status_code == 202
-    assert response.json()["status"] == "cancelled" and response.json()["started_at"] is None
-    client.delete(f"/v1/jobs/{blocker['id']}")
-    wait_until_finished(client, blocker["id"])
+    one_job_at_a_time = embedded_settings(worker_jobs_per_process=1)
+    with TestClient(create_app(one_job_at_a_time, SmallModelSource())) as client:
+        blocker = client.post(
+            "/v1/certify",
+            json={"model": SMALL_MODEL_ID, "image": image, "n": 200_000, "batch_size": 10},
+        ).json()
+        queued = client.post("/v1/certify", json={"model": SMALL_MODEL_ID, "image": image}).json()
+        response = client.delete(f"/v1/jobs/{queued['id']}")
+        assert response.status_code == 202
+        assert response.json()["status"] == "cancelled" and response.json()["started_at"] is None
+        client.delete(f"/v1/jobs/{blocker['id']}")
+        wait_until_finished(client, blocker["id"])
 
-    done = client.post(
-        "/v1/certify?wait=20", json={"model": SMALL_MODEL_ID, "image": image, "n": 50}
-    ).json()
-    response = client.delete(f"/v1/jobs/{done['id']}")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "job_finished"
+        done = client.post(
+            "/v1/certify?wait=20", json={"model": SMALL_MODEL_ID, "image": image, "n": 50}
+        ).json()
+        response = client.delete(f"/v1/jobs/{done['id']}")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "job_finished"
 
 
 def test_models_health_readiness_and_docs(client):
