@@ -5,8 +5,9 @@ process takes a :class:`BatchedModel` from it (:meth:`ForwardBatcher.session`) a
 with it in place of the network: the certificates call it like the network (``generator=`` for
 fresh Ω, ``omega_seed=`` for a frozen draw, nothing for a deterministic model), and each call
 becomes a request that waits in the batcher. The batcher's thread merges the requests of the
-jobs waiting (up to ``max_batch`` samples, waiting at most ``max_delay_seconds`` for jobs that
-have none waiting yet), runs the network once, and hands each job the rows of its own logits.
+jobs waiting (up to ``max_batch`` samples, waiting at most ``max_delay_seconds`` for the jobs
+it served last to send their next request), runs the network once, and hands each job the
+rows of its own logits.
 
 What each job keeps (the replay guarantee):
 
@@ -105,9 +106,10 @@ class ForwardBatcher:
     """Merges the forward calls of the jobs of one process on one model.
 
     ``max_batch``: the most samples one merged forward pass holds (a single request larger than
-    it runs alone, never split). ``max_delay_seconds``: how long a request waits for the other
-    jobs' requests before the batch runs without them; a batch runs at once when every job has
-    a request waiting or the waiting requests fill ``max_batch``. ``quantum``: samples of credit
+    it runs alone, never split). ``max_delay_seconds``: how long a request waits for the
+    requests of the jobs served in the last batch (jobs in their sampling loop) before the
+    batch runs without them; a batch runs at once when all of those have a request waiting or
+    the waiting requests fill ``max_batch``. ``quantum``: samples of credit
     a waiting job gains per round-robin pass (default ``max_batch // 8``). ``model_name``
     labels the metrics.
     """
@@ -187,9 +189,12 @@ class ForwardBatcher:
                     logger.exception("event=batcher_record_failed model=%s", self.model_name)
 
     def _ready(self) -> bool:
-        """Every open session has a request waiting, or the waiting requests fill a batch."""
+        """No session served in the last batch is still to send its next request (a job in
+        its sampling loop comes back within a noise draw; one doing other work is not waited
+        for), or the waiting requests fill a batch."""
         waiting = [s.pending for s in self._sessions if s.pending is not None]
-        return len(waiting) == len(self._sessions) or sum(r.size for r in waiting) >= self.max_batch
+        expected = any(s.pending is None and s.served_last for s in self._sessions)
+        return not expected or sum(r.size for r in waiting) >= self.max_batch
 
     def _form_batch(self) -> list[_Request]:
         """Deficit round-robin over the sessions from ``_next``: one request per session at
@@ -228,8 +233,11 @@ class ForwardBatcher:
         left_waiting = [
             i for i, s in enumerate(order) if s.pending is not None and not s.pending.taken
         ]
+        for s in self._sessions:
+            s.served_last = False
         for request in chosen:
             request.session.pending = None
+            request.session.served_last = True
         if count:
             start = left_waiting[0] if left_waiting else last + 1
             self._next = (self._next + start) % count
@@ -296,6 +304,8 @@ class BatchedModel(torch.nn.Module):
         self._should_cancel = should_cancel
         self.pending: _Request | None = None
         self.deficit = 0
+        self.served_last = False
+        """Served in the batcher's last batch: the batcher waits for its next request."""
         self.samples_done = 0
         for attribute in ("input_shape", "num_classes"):
             if hasattr(batcher.model, attribute):

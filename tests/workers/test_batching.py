@@ -168,10 +168,12 @@ def test_a_cancelled_job_leaves_the_next_batch_and_the_others_continue():
                 outcome["a"] = (error, time.monotonic() - started)
 
     with batcher.session("b") as model_b:
+        with torch.inference_mode():  # B is served once: the batcher then waits for it
+            model_b(torch.zeros(1, 1, 8, 8), generator=torch.Generator().manual_seed(0))
         thread = threading.Thread(target=job_a)
         thread.start()
         b_may_start.wait(5)
-        # A's first request waits for B (delay 5 s); it is cancelled while it waits.
+        # A's first request waits for B's next one (delay 5 s); it is cancelled while it waits.
         time.sleep(0.2)
         cancelled.set()
         thread.join(timeout=10)
