@@ -360,6 +360,16 @@ def add_model_commands(sub: Any) -> None:
     train.add_argument("--margin-weight", type=float, help="λ in [0, 1] (default 0: none)")
     train.add_argument("--margin-radius", type=float, help="r, the radius the margin aims at")
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--beta-floor",
+        type=float,
+        help="least residual mix β of every hybrid block, kept after each step (default 0)",
+    )
+    train.add_argument(
+        "--gate-floor",
+        type=float,
+        help="least weight of every gate branch, kept after each step (default 0; ≤ 1/branches)",
+    )
     train.add_argument("--eval-n0", type=int, help="CERTIFY selection samples per test image")
     train.add_argument("--eval-n", type=int, help="CERTIFY estimation samples per test image")
     train.add_argument("--eval-alpha", type=float)

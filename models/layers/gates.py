@@ -18,6 +18,42 @@ from models.bounds import ceil_to_float, convex_weights
 from models.layers.base import LipschitzModule, ZeroPaddedConvolution, apply_layer
 from models.layers.omega import OmegaSource
 
+FLOOR_MARGIN = 1e-6
+"""Relative room added to a floor when the logits are set, so that the float32 softmax of the
+new logits (rounding error ~1e-7) still lands at or above the floor."""
+
+
+def raise_to_floors(logits: torch.Tensor, floors: list[float]) -> bool:
+    """Change ``logits`` in place (the least, in proportion) so that ``softmax(logits)_i ≥
+    floors[i]``; leave them untouched when it already holds. Returns whether they changed.
+
+    The weights below their floor are set to it (plus :data:`FLOOR_MARGIN`) and the others
+    scaled down together to keep the sum at 1, repeated while scaling pushes another one
+    under its floor; the new logits are the logarithms of the new weights. Any convex weights
+    keep a gate's or residual's bound (it is computed from whatever weights they hold), so a
+    floor changes what is learned, never what is certified.
+    """
+    if sum(floors) > 1:
+        raise ValueError(f"floors {floors} sum to more than 1")
+    current = convex_weights(logits.detach()).tolist()
+    if all(w >= f for w, f in zip(current, floors, strict=True)):
+        return False
+    weights = torch.softmax(logits.detach().double(), dim=0).tolist()
+    targets = [f * (1 + FLOOR_MARGIN) for f in floors]
+    pinned: set[int] = set()
+    while True:
+        free = [i for i in range(len(weights)) if i not in pinned]
+        room = 1 - sum(targets[i] for i in pinned)
+        scale = room / sum(weights[i] for i in free)
+        below = {i for i in free if weights[i] * scale < targets[i]}
+        if not below:
+            break
+        pinned |= below
+    new = [targets[i] if i in pinned else weights[i] * scale for i in range(len(weights))]
+    with torch.no_grad():
+        logits.copy_(torch.tensor(new, dtype=torch.float64).log())
+    return True
+
 
 def _weighted_bound(weights: torch.Tensor, bounds: list[float]) -> float:
     """``Σ w_i L_i`` in exact arithmetic from the float32 weights, rounded up."""
@@ -89,6 +125,10 @@ class ConvexGate(LipschitzModule):
             self.weights().detach(), [b.lipschitz_bound() for b in self.branches]
         )
 
+    def keep_weights_above(self, floor: float) -> bool:
+        """Raise every branch weight to at least ``floor`` (see :func:`raise_to_floors`)."""
+        return raise_to_floors(self.gate_logits, [floor] * len(self.branches))
+
 
 class ConvexResidual(LipschitzModule):
     """``(1 − β) x + β f(x)`` with ``β`` a learned scalar in [0, 1].
@@ -118,6 +158,14 @@ class ConvexResidual(LipschitzModule):
 
     def lipschitz_bound(self) -> float:
         return _weighted_bound(self.weights().detach(), [1.0, self.body.lipschitz_bound()])
+
+    def beta(self) -> float:
+        """``β``, the certified weight of the body."""
+        return float(self.weights().detach()[1])
+
+    def keep_beta_above(self, floor: float) -> bool:
+        """Raise ``β`` to at least ``floor`` (see :func:`raise_to_floors`)."""
+        return raise_to_floors(self.mix_logits, [0.0, floor])
 
 
 class AdditiveSkip(LipschitzModule):

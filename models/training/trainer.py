@@ -9,7 +9,9 @@ where the second (margin) term, on the clean input, pushes the logit margin past
 certifies radius ``r`` (:mod:`models.training.losses`); ``L`` is the model's certified bound,
 re-read every epoch. ``λ = 0`` is Cohen et al.'s noise training. Adam with a one-cycle
 learning-rate schedule. Deterministic given the seed on one device and torch version: the seed
-fixes the initial weights (set by the caller), the data order, the noise and Ω.
+fixes the initial weights (set by the caller), the data order, the noise and Ω. Optional floors
+on the residual mixes β and the gate weights (:func:`keep_floors`) keep the random parts in
+play: without them training tends to switch the hybrid blocks off (β → 0.01).
 
 The steps run inside :func:`models.layers.fast_training`: derived weights (AOL rescaling, the
 head's normalisation, gate weights) in the parameters' dtype and the gate's convolutions
@@ -30,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from models.data import ImageDataset
-from models.layers import fast_training
+from models.layers import ConvexGate, ConvexResidual, fast_training
 from models.protocol import CertifiableModel
 from models.training.losses import margin_cross_entropy, margin_offset
 
@@ -52,6 +54,10 @@ class TrainingSettings:
     margin_radius: float = 0.5
     """``r``: the radius the margin term aims to certify."""
     seed: int = 0
+    beta_floor: float = 0.0
+    """Least residual mix ``β`` of every hybrid block, kept after each step (0: none)."""
+    gate_floor: float = 0.0
+    """Least weight of every branch of every gate, kept after each step (0: none)."""
 
     def __post_init__(self) -> None:
         if not self.sigma >= 0:
@@ -66,6 +72,15 @@ class TrainingSettings:
             raise ValueError(f"margin_weight must lie in [0, 1], got {self.margin_weight}")
         if not self.margin_radius >= 0:
             raise ValueError(f"margin_radius must be ≥ 0, got {self.margin_radius}")
+        if not 0.0 <= self.beta_floor <= 1.0 or not 0.0 <= self.gate_floor <= 1.0:
+            raise ValueError(
+                f"beta_floor and gate_floor must lie in [0, 1], got {self.beta_floor}, "
+                f"{self.gate_floor}"
+            )
+
+    def floors(self) -> bool:
+        """Whether the training keeps floors on the residual mixes or the gate weights."""
+        return self.beta_floor > 0 or self.gate_floor > 0
 
     def to_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -73,11 +88,16 @@ class TrainingSettings:
     def loss_formula(self) -> str:
         lam, t, r, s = self.margin_weight, self.logit_scale, self.margin_radius, self.sigma
         noise = f"CE({t:g}·s(x + ε; Ω), y), ε ~ N(0, {s:g}² I)"
+        floors = ""
+        if self.floors():
+            floors = (
+                f"; after each step β ≥ {self.beta_floor:g}, gate weights ≥ {self.gate_floor:g}"
+            )
         if lam == 0:
-            return f"{noise}; Ω fresh per sample"
+            return f"{noise}; Ω fresh per sample{floors}"
         return (
             f"{1 - lam:g}·{noise} + {lam:g}·CE({t:g}·(s(x; Ω′) − √2·L·{r:g}·e_y), y); "
-            "Ω, Ω′ fresh per sample; L the certified bound"
+            f"Ω, Ω′ fresh per sample; L the certified bound{floors}"
         )
 
 
@@ -126,7 +146,40 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if settings.floors():
+        keep_floors(model, settings)
     return loss.detach(), noisy_logits.detach()
+
+
+def keep_floors(model: CertifiableModel, settings: TrainingSettings) -> None:
+    """Raise every residual mix ``β`` to ``settings.beta_floor`` and every gate weight to
+    ``settings.gate_floor`` where the last step took them below (a projection after the step).
+
+    The floors keep the random-projection and frequency branches and the attention-noise
+    bodies in play; the certified bound holds for any weights in range, floored or not.
+    """
+    for module in model.modules():
+        if isinstance(module, ConvexGate) and settings.gate_floor > 0:
+            module.keep_weights_above(settings.gate_floor)
+        elif isinstance(module, ConvexResidual) and settings.beta_floor > 0:
+            module.keep_beta_above(settings.beta_floor)
+
+
+def check_floors(model: CertifiableModel, settings: TrainingSettings) -> None:
+    """Raise ``ValueError`` when ``model`` has nothing the floors apply to, or a gate with so
+    many branches that their floors exceed 1."""
+    gates = [m for m in model.modules() if isinstance(m, ConvexGate)]
+    residuals = [m for m in model.modules() if isinstance(m, ConvexResidual)]
+    if settings.beta_floor > 0 and not residuals:
+        raise ValueError(f"beta_floor needs residual mixes; {type(model).__name__} has none")
+    if settings.gate_floor > 0 and not gates:
+        raise ValueError(f"gate_floor needs convex gates; {type(model).__name__} has none")
+    widest = max((len(g.branches) for g in gates), default=0)
+    if settings.gate_floor * widest > 1:
+        raise ValueError(
+            f"gate_floor {settings.gate_floor} × {widest} branches exceeds 1; "
+            f"at most {1 / widest:.4g}"
+        )
 
 
 def train_classifier(
@@ -144,6 +197,7 @@ def train_classifier(
             f"the margin term needs a model with a certified Lipschitz bound; "
             f"{type(model).__name__} has none (use margin_weight=0)"
         )
+    check_floors(model, settings)
     model.to(device).train()
     images, labels = dataset.images.to(device), dataset.labels.to(device)
     order_generator = torch.Generator().manual_seed(settings.seed)

@@ -140,7 +140,9 @@ def test_recorded_command_parses_back_into_the_same_request():
         model_id="digits-x",
         architecture="lipschitz",
         config={"width": 16, "stage_depths": [1, 2]},
-        training=TrainingSettings(sigma=0.5, margin_weight=0.25, epochs=7),
+        training=TrainingSettings(
+            sigma=0.5, margin_weight=0.25, epochs=7, beta_floor=0.2, gate_floor=0.1
+        ),
         evaluation=EvaluationSettings(n=123, ensemble=3),
         eval_limit=7,
         threads=3,
