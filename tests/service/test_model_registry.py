@@ -45,6 +45,7 @@ def client(repository: Path):
         api_keys=("user-key",),
         admin_api_keys=("admin-key",),
         model_refresh_seconds=60,
+        worker_jobs_per_process=1,  # one job at a time: a second one waits in the queue
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -136,6 +137,7 @@ def test_retiring_lets_queued_jobs_finish_and_refuses_new_ones(client, packages)
     assert default["version"] == "1"
     assert [v["status"] for v in default["versions"]] == ["available", "retired"]
 
+    assert client.get(f"/v1/jobs/{queued['id']}", headers=USER).json()["status"] == "queued"
     client.delete(f"/v1/jobs/{blocker['id']}", headers=USER)
     finished = wait_until_finished(client, queued["id"], headers=USER)
     assert finished["status"] == "succeeded", finished
