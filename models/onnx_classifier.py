@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
-from models.protocol import CertifiableModel, OmegaGenerator
+from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed, describe_network
 
 ARCHITECTURE = "onnx"
 GRAPH_TENSOR = "graph"
@@ -177,7 +177,7 @@ class ONNXClassifier(nn.Module, CertifiableModel):
         x: torch.Tensor,
         *,
         generator: OmegaGenerator | None = None,
-        omega_seed: int | None = None,
+        omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
         if generator is not None and omega_seed is not None:
             raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
@@ -203,14 +203,8 @@ class ONNXClassifier(nn.Module, CertifiableModel):
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary in the shape of :meth:`models.HyCAS.describe` (no bound)."""
         normalization = self.normalization()
-        return {
-            "architecture": ARCHITECTURE,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "config": {"mean": list(normalization.mean), "scale": list(normalization.scale)},
-            "trainable_parameters": 0,
-            "lipschitz_bound": None,
-        }
+        config = {"mean": list(normalization.mean), "scale": list(normalization.scale)}
+        return describe_network(self, ARCHITECTURE, config)
 
 
 def build_onnx_classifier(
