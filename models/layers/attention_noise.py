@@ -52,11 +52,20 @@ class StochasticAttention(LipschitzModule):
 
     def forward(self, x: torch.Tensor, omega: OmegaSource) -> torch.Tensor:
         h, w = self.input_size
-        logits = self.channel_logits.view(1, -1, 1, 1) + self.spatial_logits.view(1, 1, h, w)
+        channel = self.channel_logits.view(1, -1, 1, 1)
+        spatial = self.spatial_logits.view(1, 1, h, w)
         if self.temperature > 0:
             g_c = omega.normal(self.channels).view(-1, self.channels, 1, 1)
             g_hw = omega.normal(h, w).view(-1, 1, h, w)
-            logits = logits + self.temperature * (g_c + g_hw)
+            if self.takes_training_shortcuts():
+                # Summed per channel and per position first: one full-size sum, not three.
+                channel = channel + self.temperature * g_c
+                spatial = spatial + self.temperature * g_hw
+                logits = channel + spatial
+            else:
+                logits = channel + spatial + self.temperature * (g_c + g_hw)
+        else:
+            logits = channel + spatial
         y = torch.sigmoid(logits) * x
         if self.noise_std > 0:
             noise = omega.normal(self.channels, h, w)
