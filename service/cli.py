@@ -8,9 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
+
+# libgomp's waiting threads spin by default: on a host whose cores are busy with other work (a
+# shared machine, a container with a CPU quota) that makes torch an order of magnitude slower,
+# and sleeping waiters cost nothing when the cores are free. Set before anything loads torch;
+# an OMP_WAIT_POLICY in the environment is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from service.commands import add_service_commands
 from service.model_commands import add_model_commands, parse_shape

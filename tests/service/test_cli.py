@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from service.cli import build_parser, main
 
 
@@ -20,3 +24,19 @@ def test_service_commands_parse():
         ["certify", "x.png", "--model", "m", "--methods", "margin,smoothing", "--n", "10"]
     )
     assert certify.methods == ["margin", "smoothing"] and certify.n == 10
+
+
+def test_the_hycas_command_makes_openmp_waiters_sleep_unless_told_otherwise():
+    code = (
+        "import os, sys, service.cli\nprint(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if given:
+            environment["OMP_WAIT_POLICY"] = given
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+        )
+        assert result.returncode == 0, result.stderr
+        # Set before torch loads, or libgomp would have read the old value already.
+        assert result.stdout.split() == [expected, "False"]
