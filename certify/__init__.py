@@ -5,7 +5,11 @@ A plain library: no web server, no queue. It works with any classifier mapping a
 """
 
 from certify.attack import AttackResult, margin_attack, smoothing_attack
-from certify.bounds import clopper_pearson_interval, clopper_pearson_lower, clopper_pearson_upper
+from certify.clopper_pearson import (
+    clopper_pearson_interval,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+)
 from certify.margin import MarginCertificate, margin_certify, margin_radius
 from certify.result import CertificationResult
 from certify.sampling import (

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from scipy.special import ndtr
 
-from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
+from certify.clopper_pearson import clopper_pearson_lower, clopper_pearson_upper
 from certify.noisy_run import NoisyRunParameters
 from certify.result import CertificationResult
 from certify.rounding import round_down, round_up

@@ -25,7 +25,7 @@ from typing import Any
 from scipy.special import ndtri
 from scipy.stats import binomtest
 
-from certify.bounds import clopper_pearson_lower
+from certify.clopper_pearson import clopper_pearson_lower
 from certify.noisy_run import NoisyRunParameters, counts_tuple
 from certify.result import CertificationResult
 from certify.rounding import round_down, round_up

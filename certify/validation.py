@@ -111,9 +111,10 @@ def validate_sigma(sigma: Any) -> float:
 
 MIN_ALPHA = 1e-100
 """The smallest failure probability a certificate accepts. SciPy's inverse beta function is
-checked against exact binomial tails (tests/certify/test_bounds.py) down to 1e-200, the floor
-of :data:`MIN_BOUND_ALPHA`; near the float64 underflow (1e-300) it is not accurate enough for
-a sound Clopper–Pearson bound. 1e-100 leaves room for the sequential test's split of alpha."""
+checked against exact binomial tails (tests/certify/test_clopper_pearson.py) down to 1e-200,
+the floor of :data:`MIN_BOUND_ALPHA`; near the float64 underflow (1e-300) it is not accurate
+enough for a sound Clopper–Pearson bound. 1e-100 leaves room for the sequential test's split
+of alpha."""
 
 MIN_BOUND_ALPHA = 1e-200
 """The smallest level the Clopper–Pearson functions accept (see :data:`MIN_ALPHA`)."""

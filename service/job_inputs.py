@@ -1,7 +1,7 @@
 """What a certification job is made of: its parameters, resolved from the request's options
 and the model's card, and its image, decoded to the model's input and held to the card.
 
-The gateway's :class:`service.submission.JobService` and ``hycas certify`` (a file, no server)
+The gateway's :class:`service.job_service.JobService` and ``hycas certify`` (a file, no server)
 both build jobs here; nothing here imports the web stack (FastAPI, Starlette).
 """
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from models.package_store import PackageStore
 from service.core.config import Settings
+from service.job_service import JobService
 from service.model_registry import ModelRegistry
-from service.submission import JobService
 from workers.batching import ModelBatchers
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
 from workers.model_cache import ModelCache, ModelSource, RepositoryCardSource, RepositorySource

@@ -8,8 +8,8 @@ from fastapi import Depends, Header, Request
 
 from service.auth import authenticate, authenticate_admin
 from service.core.config import Settings
+from service.job_service import JobService
 from service.runtime import ServiceRuntime
-from service.submission import JobService
 
 
 def get_runtime(request: Request) -> ServiceRuntime:
