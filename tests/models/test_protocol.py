@@ -62,6 +62,10 @@ def test_the_lipschitz_networks_state_a_bound_and_draw_omega(name):
     assert 0 < model.lipschitz_bound() <= 2
 
 
+BATCH_ROUNDING = {"rtol": 1e-5, "atol": 1e-6}
+"""How far float32 kernels may round differently when the same rows sit in a larger batch."""
+
+
 def test_each_omega_segment_gets_the_logits_of_its_generator_alone():
     model = networks()["hycas"].eval()
     first, second = torch.rand(3, *SHAPE), torch.rand(5, *SHAPE)
@@ -76,12 +80,13 @@ def test_each_omega_segment_gets_the_logits_of_its_generator_alone():
             ],
         )
         one_segment = model(first, generator=[(torch.Generator().manual_seed(11), 3)])
-    torch.testing.assert_close(merged[:3], alone_first, rtol=0, atol=0)
-    torch.testing.assert_close(merged[3:], alone_second, rtol=0, atol=0)
+    # Equal up to float32 kernels that round differently at another batch size (1e-8 here)...
+    torch.testing.assert_close(merged[:3], alone_first, **BATCH_ROUNDING)
+    torch.testing.assert_close(merged[3:], alone_second, **BATCH_ROUNDING)
     assert torch.equal(one_segment, alone_first)
-    assert not torch.equal(
-        merged[:3], model(first, generator=torch.Generator().manual_seed(12)).detach()
-    )
+    # ...while another draw of Ω moves the logits by orders of magnitude more.
+    other = model(first, generator=torch.Generator().manual_seed(12)).detach()
+    assert (merged[:3] - other).abs().max() > 1e3 * BATCH_ROUNDING["atol"]
 
 
 def test_each_frozen_omega_segment_gets_the_logits_of_its_seed_alone():
@@ -89,11 +94,10 @@ def test_each_frozen_omega_segment_gets_the_logits_of_its_seed_alone():
     first, second = torch.rand(2, *SHAPE), torch.rand(3, *SHAPE)
     with torch.no_grad():
         merged = model(torch.cat([first, second]), omega_seed=[(7, 2), (8, 3)])
-        # Up to float32 kernels that round differently at another batch size.
-        close = {"rtol": 1e-5, "atol": 1e-6}
-        torch.testing.assert_close(merged[:2], model(first, omega_seed=7), **close)
-        torch.testing.assert_close(merged[2:], model(second, omega_seed=8), **close)
-        assert not torch.equal(merged[:2], model(first, omega_seed=8))
+        torch.testing.assert_close(merged[:2], model(first, omega_seed=7), **BATCH_ROUNDING)
+        torch.testing.assert_close(merged[2:], model(second, omega_seed=8), **BATCH_ROUNDING)
+        other = model(first, omega_seed=8)
+        assert (merged[:2] - other).abs().max() > 1e3 * BATCH_ROUNDING["atol"]
 
 
 def test_segments_that_do_not_cover_the_batch_are_refused():
