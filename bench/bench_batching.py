@@ -108,7 +108,7 @@ def run_jobs(client: TestClient, request: dict, count: int) -> tuple[float, list
             job = client.get(url).json()
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 break
-            time.sleep(0.01)
+            time.sleep(0.05)
         assert job["status"] == "succeeded", job
         jobs.append(job)
     ends = max(datetime.fromisoformat(job["finished_at"]) for job in jobs)
