@@ -17,6 +17,7 @@ and ``message``. A job that fails or is cancelled raises :class:`JobFailed`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -286,20 +287,51 @@ def _poll_intervals(first: float) -> Iterator[float]:
         interval = min(2.0, interval * 1.5)
 
 
+class _JobWait:
+    """One wait for a job: its deadline, the caller's ``progress`` and the poll schedule."""
+
+    def __init__(
+        self,
+        job_id: str,
+        first_interval: float,
+        timeout: float | None,
+        progress: Callable[[Job], None] | None,
+    ) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.progress = progress
+        self.intervals = _poll_intervals(first_interval)
+
+    def pause_after(self, job: Job) -> float | None:
+        """Seconds to wait before polling again after seeing ``job``; ``None`` once it has
+        finished; ``TimeoutError`` past the deadline."""
+        if self.progress is not None:
+            self.progress(job)
+        if job.finished:
+            return None
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeoutError(f"job {self.job_id} still {job.status} after {self.timeout:g} s")
+        return next(self.intervals)
+
+
+def _json_answer(response: httpx.Response) -> Any:
+    """The JSON body of an answer that stands; :class:`APIError` when it is a refusal."""
+    _raise_for_error(response)
+    return response.json()
+
+
 def _finished_result(job: Job) -> Result:
     if job.result is None:
         raise JobFailed(job)
     return job.result
 
 
-class Client:
-    """The API at ``base_url`` (e.g. ``http://127.0.0.1:8000``), with ``api_key`` sent as
-    ``X-API-Key`` when given.
+class _Connection:
+    """What both clients hold: the HTTP client of ``base_url`` (``api_key`` sent as
+    ``X-API-Key`` when given), the retry policy and the first poll interval."""
 
-    A request answered 429 or 503 is sent again after ``Retry-After`` seconds (else after
-    ``backoff · 2^attempt``, at most ``max_backoff``), up to ``max_retries`` times; then its
-    :class:`APIError` is raised. The client is safe to share between threads.
-    """
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
 
     def __init__(
         self,
@@ -313,9 +345,24 @@ class Client:
         poll_interval: float = 0.2,
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._http = self._http_class(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+        )
         self.retries = RetryPolicy(max_retries, backoff, max_backoff)
         self.poll_interval = poll_interval
+
+
+class Client(_Connection):
+    """The API at ``base_url`` (e.g. ``http://127.0.0.1:8000``), with ``api_key`` sent as
+    ``X-API-Key`` when given.
+
+    A request answered 429 or 503 is sent again after ``Retry-After`` seconds (else after
+    ``backoff · 2^attempt``, at most ``max_backoff``), up to ``max_retries`` times; then its
+    :class:`APIError` is raised. The client is safe to share between threads.
+    """
+
+    _http_class = httpx.Client
+    _http: httpx.Client
 
     def __enter__(self) -> Client:
         return self
@@ -328,15 +375,12 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer of one request, retried on 429 and 503 as the class says."""
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             response = self._http.request(method, path, **kwargs)
-            delay = self.retries.delay(response, attempt)
-            if delay is None:
-                _raise_for_error(response)
-                return response.json()
+            if (delay := self.retries.delay(response, attempt)) is None:
+                return _json_answer(response)
             time.sleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable: the attempts never end")
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the service offers, each with its card (``GET /v1/models``)."""
@@ -369,17 +413,10 @@ class Client:
     ) -> Job:
         """Poll until the job has finished (succeeded, failed or cancelled) and return it;
         ``TimeoutError`` after ``timeout`` seconds. ``progress`` sees each poll's job."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for interval in _poll_intervals(self.poll_interval):
-            job = self.job(job_id)
-            if progress is not None:
-                progress(job)
-            if job.finished:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
-            time.sleep(interval)
-        raise AssertionError("unreachable: the polls never end")
+        waiting = _JobWait(job_id, self.poll_interval, timeout, progress)
+        while (pause := waiting.pause_after(job := self.job(job_id))) is not None:
+            time.sleep(pause)
+        return job
 
     def certify(
         self,
@@ -425,27 +462,12 @@ class Client:
             return list(pool.map(one, list(paths)))
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """:class:`Client` for ``asyncio``: the same methods as coroutines, the same retries and
     errors; ``certify_batch`` keeps at most ``concurrency`` jobs in flight."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        max_retries: int = 8,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        poll_interval: float = 0.2,
-    ) -> None:
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
-        )
-        self.retries = RetryPolicy(max_retries, backoff, max_backoff)
-        self.poll_interval = poll_interval
+    _http_class = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -457,15 +479,12 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             response = await self._http.request(method, path, **kwargs)
-            delay = self.retries.delay(response, attempt)
-            if delay is None:
-                _raise_for_error(response)
-                return response.json()
+            if (delay := self.retries.delay(response, attempt)) is None:
+                return _json_answer(response)
             await asyncio.sleep(delay)
-            attempt += 1
+        raise AssertionError("unreachable: the attempts never end")
 
     async def models(self) -> list[dict[str, Any]]:
         return (await self._request("GET", "/v1/models"))["models"]
@@ -486,17 +505,10 @@ class AsyncClient:
         timeout: float | None = None,
         progress: Callable[[Job], None] | None = None,
     ) -> Job:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for interval in _poll_intervals(self.poll_interval):
-            job = await self.job(job_id)
-            if progress is not None:
-                progress(job)
-            if job.finished:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
-            await asyncio.sleep(interval)
-        raise AssertionError("unreachable: the polls never end")
+        waiting = _JobWait(job_id, self.poll_interval, timeout, progress)
+        while (pause := waiting.pause_after(job := await self.job(job_id))) is not None:
+            await asyncio.sleep(pause)
+        return job
 
     async def certify(
         self,
