@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ class JobFailed(Exception):
         self.message = reason
 
 
+def _same_named_fields(cls: type, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``body`` named as the dataclass ``cls``'s fields (a ``KeyError`` names a
+    missing one; other keys of the answer are left to ``raw``)."""
+    return {member.name: body[member.name] for member in fields(cls)}
+
+
 @dataclass(frozen=True)
 class Certificate:
     """One certificate: the label it certifies (``None``: abstained) and its L2 radius, with
@@ -80,16 +86,7 @@ class Certificate:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Certificate:
-        return cls(
-            method=body["method"],
-            label=body["label"],
-            class_name=body["class_name"],
-            radius=body["radius"],
-            abstained=body["abstained"],
-            classifier=body["classifier"],
-            guarantee=body["guarantee"],
-            details=body.get("details", {}),
-        )
+        return cls(**_same_named_fields(cls, {"details": {}, **body}))
 
 
 @dataclass(frozen=True)
@@ -107,14 +104,7 @@ class AttackFinding:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> AttackFinding:
-        return cls(
-            classifier=body["classifier"],
-            label=body["label"],
-            label_found=body["label_found"],
-            class_name_found=body["class_name_found"],
-            distance=body["distance"],
-            guarantee=body["guarantee"],
-        )
+        return cls(**_same_named_fields(cls, body))
 
 
 @dataclass(frozen=True)
