@@ -91,6 +91,12 @@ class TimedModel(torch.nn.Module):
         return logits
 
 
+def certify_options(args) -> dict:
+    """What every ``smoothing_certify`` run of this benchmark is given: σ, n0, alpha and the
+    batch size."""
+    return {"sigma": args.sigma, "n0": args.n0, "alpha": args.alpha, "batch_size": args.batch}
+
+
 def throughput_rows(args, model, image) -> None:
     samples = args.n0 + args.n
     forward_rates, certify_rates, inside_model = [], [], []
@@ -100,15 +106,7 @@ def throughput_rows(args, model, image) -> None:
         forward_rates.append(samples / seconds)
         timed = TimedModel(model)
         start = time.perf_counter()
-        smoothing_certify(
-            timed,
-            image,
-            sigma=args.sigma,
-            n0=args.n0,
-            n=args.n,
-            batch_size=args.batch,
-            seed=repeat,
-        )
+        smoothing_certify(timed, image, n=args.n, seed=repeat, **certify_options(args))
         seconds = time.perf_counter() - start
         certify_rates.append(samples / seconds)
         inside_model.append(timed.seconds / seconds)
@@ -205,16 +203,7 @@ def run_child(args, shape) -> None:
     else:
 
         def run(n):
-            result = smoothing_certify(
-                model,
-                image,
-                sigma=args.sigma,
-                n0=args.n0,
-                n=n,
-                alpha=args.alpha,
-                batch_size=args.batch,
-                seed=0,
-            )
+            result = smoothing_certify(model, image, n=n, seed=0, **certify_options(args))
             return result.label, result.radius
 
     run(args.batch)
