@@ -35,7 +35,7 @@ NUM_CLASSES = 10
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def build_model(kind: str, shape: tuple[int, int, int]) -> torch.nn.Module:
+def benchmark_model(kind: str, shape: tuple[int, int, int]) -> torch.nn.Module:
     """A seeded model in eval mode: a small CNN, or HyCAS from ``models`` (stochastic)."""
     torch.manual_seed(0)
     if kind == "hycas":
@@ -192,7 +192,7 @@ def peak_rss() -> int:
 
 def run_child(args, shape) -> None:
     """Child mode: warm up, then run once and print seconds and peak RSS growth as JSON."""
-    model, image = build_model(args.model, shape), benchmark_input(shape)
+    model, image = benchmark_model(args.model, shape), benchmark_input(shape)
     if args.child == "art":
         run = art_certifier(args, model, image, shape)
     elif args.child == "forward":
@@ -298,7 +298,7 @@ def main() -> None:
         run_child(args, shape)
         return
 
-    model, image = build_model(args.model, shape), benchmark_input(shape)
+    model, image = benchmark_model(args.model, shape), benchmark_input(shape)
     print(
         f"model={args.model} shape={shape} batch={args.batch} sigma={args.sigma} "
         f"alpha={args.alpha} threads={torch.get_num_threads()} torch={torch.__version__}"
