@@ -308,6 +308,22 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+_CERTIFICATION_OPTIONS: dict[str, tuple[type, str]] = {
+    "n0": (int, "CERTIFY selection samples per image"),
+    "n": (int, "CERTIFY estimation samples per image"),
+    "alpha": (float, "failure probability of each smoothing certificate"),
+    "batch_size": (int, "noisy samples per forward pass"),
+    "ensemble": (int, "frozen draws K of F_K"),
+}
+"""The evaluation's certification settings (:data:`models.training.EVALUATION_OPTIONS`): their
+type and help, for ``hycas evaluate`` and, as ``--eval-<name>``, ``hycas train``."""
+
+
+def _add_certification_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    for name, (kind, help_text) in _CERTIFICATION_OPTIONS.items():
+        parser.add_argument(f"--{prefix}{name.replace('_', '-')}", type=kind, help=help_text)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repository",
@@ -370,11 +386,7 @@ def add_model_commands(sub: Any) -> None:
         type=float,
         help="least weight of every gate branch, kept after each step (default 0; ≤ 1/branches)",
     )
-    train.add_argument("--eval-n0", type=int, help="CERTIFY selection samples per test image")
-    train.add_argument("--eval-n", type=int, help="CERTIFY estimation samples per test image")
-    train.add_argument("--eval-alpha", type=float)
-    train.add_argument("--eval-batch-size", type=int)
-    train.add_argument("--eval-ensemble", type=int, help="frozen draws K of F_K")
+    _add_certification_options(train, "eval-")
     train.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only")
     train.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     train.add_argument("--version", help="package version (default: latest + 1)")
@@ -399,11 +411,7 @@ def add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--limit", type=int, help="only the first N images of the split")
     evaluate.add_argument("--output", required=True, help="path prefix of the .json and .png")
     evaluate.add_argument("--sigma", type=float, help="smoothing noise (default: the card's)")
-    evaluate.add_argument("--n0", type=int)
-    evaluate.add_argument("--n", type=int)
-    evaluate.add_argument("--alpha", type=float)
-    evaluate.add_argument("--batch-size", type=int)
-    evaluate.add_argument("--ensemble", type=int, help="frozen draws K of F_K")
+    _add_certification_options(evaluate, "")
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--radii", type=_radii, help="report radii (default 0.25,0.5,0.75,1)")
     evaluate.add_argument("--no-smoothing", action="store_true", help="margin certificate only")

@@ -26,6 +26,21 @@ def test_service_commands_parse():
     assert certify.methods == ["margin", "smoothing"] and certify.n == 10
 
 
+def test_train_and_evaluate_take_every_evaluation_setting_of_a_training_request():
+    from models.training import EVALUATION_OPTIONS
+
+    parser = build_parser()
+    values = {"n0": "5", "n": "70", "alpha": "0.01", "batch_size": "3", "ensemble": "2"}
+    assert tuple(values) == EVALUATION_OPTIONS
+    options = [w for name, v in values.items() for w in (f"--{name.replace('_', '-')}", v)]
+    evaluate = parser.parse_args(["evaluate", "--model", "m", "--output", "o", *options])
+    eval_options = [w.replace("--", "--eval-") if w.startswith("--") else w for w in options]
+    train = parser.parse_args(["train", "--model-id", "m", *eval_options])
+    for name, value in values.items():
+        expected = float(value) if name == "alpha" else int(value)
+        assert getattr(evaluate, name) == getattr(train, f"eval_{name}") == expected
+
+
 def test_the_hycas_command_makes_openmp_waiters_sleep_unless_told_otherwise():
     code = (
         "import os, sys, service.cli\nprint(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
