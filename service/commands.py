@@ -267,18 +267,9 @@ def run_certify(args: argparse.Namespace) -> int:
     models = ModelCache(source, settings.device)
     try:
         loaded = models.get(args.model, args.model_version)
-        options = CertifyOptions(
-            methods=args.methods,
-            sigma=args.sigma,
-            alpha=args.alpha,
-            n0=args.n0,
-            n=args.n,
-            batch_size=args.batch_size,
-            ensemble=args.ensemble,
-            target_radius=args.target_radius,
-            seed=args.seed,
-            strict=args.strict,
-        )
+        # The command's options are the API's, by the same names (--model-version is read above).
+        names = [name for name in CertifyOptions.model_fields if name != "version"]
+        options = CertifyOptions(**{name: getattr(args, name) for name in names})
         parameters = resolve_parameters(options, loaded, settings)
         upload = ImageUpload(data=data, array=None, filename=Path(args.image).name)
         strict = strict_inputs(options, settings)
