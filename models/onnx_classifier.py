@@ -33,7 +33,13 @@ import torch
 from torch import nn
 
 from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
-from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed, describe_network
+from models.protocol import (
+    CertifiableModel,
+    OmegaGenerator,
+    OmegaSeed,
+    describe_network,
+    refuse_two_omega_sources,
+)
 
 ARCHITECTURE = "onnx"
 GRAPH_TENSOR = "graph"
@@ -179,8 +185,7 @@ class ONNXClassifier(nn.Module, CertifiableModel):
         generator: OmegaGenerator | None = None,
         omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
-        if generator is not None and omega_seed is not None:
-            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        refuse_two_omega_sources(generator, omega_seed)
         prepared = ((x - self.mean) * self.scale).to(torch.float32)
         session = self._session_for(prepared.is_cuda)
         name = session.get_inputs()[0].name

@@ -101,3 +101,10 @@ def describe_network(
         "lipschitz_bound": model.lipschitz_bound(),
         **more,
     }
+
+
+def refuse_two_omega_sources(generator: object, omega_seed: object) -> None:
+    """The protocol's rule for a forward pass: a ``generator`` (fresh Ω) and an ``omega_seed``
+    (frozen Ω) together are refused with a ``ValueError``."""
+    if generator is not None and omega_seed is not None:
+        raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")

@@ -64,6 +64,8 @@ def test_an_onnx_model_certifies_by_smoothing_like_the_pytorch_model(tmp_path: P
     wrapped, _ = models.load("outside-cnn", repository=tmp_path / "repository")
     assert wrapped.lipschitz_bound() is None and wrapped.stochastic is False
     x = torch.rand(*SHAPE, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="not both"):  # the protocol's rule, as every network
+        wrapped(x[None], generator=torch.Generator(), omega_seed=1)
     options = {"sigma": 0.5, "n0": 50, "n": 2_000, "batch_size": 500, "seed": 11}
     original = certify.smoothing_certify(cnn, x, **options)
     imported = certify.smoothing_certify(wrapped, x, **options)
