@@ -1,0 +1,218 @@
+"""The fixed CPU cost of a job: the service's job path against a direct certificate call.
+
+    python -m bench.profile_job_cost [--model digits-hycas] [--jobs 100] [--top 25]
+
+On the first digits test image, in one process (same thread count on every side):
+
+a. ``--jobs`` sequential smoothing jobs of n0 = n = 100 through the embedded service's job
+   path (``JobService.submit``: decoding, parameters, the store, the embedded pool's job
+   thread, the runner, its forward batcher, the stored result), each waited for before the
+   next, against as many direct ``smoothing_certify`` calls of n0 = n = 100;
+b. ``--jobs`` sequential margin-only requests through the embedded HTTP app (in-process
+   client, ``POST /v1/certify?wait=30``) against as many direct ``margin_certify`` calls.
+
+Prints the CPU milliseconds per job of each side (``time.process_time``: all threads of the
+process, meaningful on a loaded machine where wall time is not), their difference and ratio,
+then the top entries of a cProfile of each service side, every thread of the process profiled
+(cumulative time, then own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from fastapi.testclient import TestClient
+
+import models
+from certify import margin_certify, smoothing_certify
+from models.data import load_dataset
+from service.core.config import Settings
+from service.job_inputs import ImageUpload
+from service.main import create_app
+from service.runtime import create_runtime
+from service.schemas import CertifyOptions
+
+
+class AllThreadsProfile:
+    """A cProfile profile of this thread and of every thread started after ``start``, each
+    timed by its own CPU clock (``time.thread_time``); ``clear`` forgets what was recorded."""
+
+    def __init__(self) -> None:
+        self._profiles: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def _hook(self, *_args: object) -> None:
+        sys.setprofile(None)
+        profile = cProfile.Profile(time.thread_time)
+        with self._lock:
+            self._profiles.append(profile)
+        profile.enable()
+
+    def start(self) -> None:
+        threading.setprofile(self._hook)
+        main = cProfile.Profile(time.thread_time)
+        self._profiles.append(main)
+        main.enable()
+
+    def clear(self) -> None:
+        with self._lock:
+            for profile in self._profiles:
+                profile.clear()
+
+    def stop(self) -> pstats.Stats:
+        threading.setprofile(None)  # type: ignore[arg-type]
+        self._profiles[0].disable()
+        out = io.StringIO()
+        stats = pstats.Stats(self._profiles[0], stream=out)
+        for profile in self._profiles[1:]:
+            profile.create_stats()
+            if profile.stats:  # type: ignore[attr-defined]  # a thread that ran nothing: none
+                stats.add(profile)
+        return stats
+
+
+def cpu_ms_per_call(fn: Callable[[int], None], calls: int) -> float:
+    start = time.process_time()
+    for index in range(calls):
+        fn(index)
+    return 1000 * (time.process_time() - start) / calls
+
+
+def print_top(title: str, stats: pstats.Stats, top: int) -> None:
+    for key in ("cumulative", "tottime"):
+        out = io.StringIO()
+        stats.stream = out
+        stats.sort_stats(key).print_stats(top)
+        lines = out.getvalue().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
+        print(f"\n--- {title}: top {top} by {key} ---")
+        print("\n".join(lines[start : start + top + 1]))
+
+
+def settings() -> Settings:
+    return Settings(
+        redis_url=None,
+        worker_jobs_per_process=1,
+        worker_pool_size=1,
+        max_queued_jobs=100_000,
+        max_queued_jobs_per_key=100_000,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="digits-hycas")
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+
+    model, card = models.load(args.model)
+    image = load_dataset(card.dataset.name, split="test").images[0]
+    pixels = image[0].tolist()
+    sigma = card.sigma
+    print(
+        f"model={card.id} v{card.version} input={tuple(image.shape)} sigma={sigma} "
+        f"threads={torch.get_num_threads()} torch={torch.__version__} jobs={args.jobs}"
+    )
+
+    # a. The job path. One job thread: a marker queued behind a job runs once it has ended.
+    options = CertifyOptions(methods=("smoothing",), n0=100, n=100)
+
+    def job_path() -> Callable[[int], None]:
+        runtime = create_runtime(settings())
+        runtimes.append(runtime)
+        pool = runtime.dispatcher._pool  # type: ignore[attr-defined]
+
+        def one_job(index: int) -> None:
+            upload = ImageUpload(data=None, array=pixels, filename=None)
+            seeded = options.model_copy(update={"seed": 1000 + index})
+            job = runtime.jobs.submit(card.id, seeded, upload, None)
+            pool.submit(lambda: None).result()
+            stored = runtime.store.get_job(job.id)
+            assert stored is not None and stored.status.value == "succeeded", stored
+
+        return one_job
+
+    runtimes: list = []
+    one_job = job_path()
+    batch_size = runtimes[0].settings.default_batch_size
+
+    def one_direct(index: int) -> None:
+        smoothing_certify(
+            model, image, sigma=sigma, n0=100, n=100, batch_size=batch_size, seed=1000 + index
+        )
+
+    for index in range(5):  # warm-up
+        one_job(index)
+        one_direct(index)
+    direct = cpu_ms_per_call(one_direct, args.jobs)
+    service = cpu_ms_per_call(one_job, args.jobs)
+    print(
+        f"a. smoothing n0=n=100: job path {service:.2f} CPU ms/job, direct smoothing_certify "
+        f"{direct:.2f} CPU ms/call: +{service - direct:.2f} ms, {service / direct:.2f}×"
+    )
+
+    # b. Margin-only requests through the HTTP app, in-process.
+    request = {"model": card.id, "image": pixels, "methods": ["margin"]}
+
+    def http_path(client: TestClient) -> Callable[[int], None]:
+        def one_request(index: int) -> None:
+            response = client.post("/v1/certify?wait=30", json={**request, "seed": index})
+            assert response.status_code == 200, response.text
+
+        return one_request
+
+    def one_margin(index: int) -> None:
+        margin_certify(model, image, seed=index)
+
+    with TestClient(create_app(settings())) as client:
+        one_request = http_path(client)
+        for index in range(5):
+            one_request(index)
+            one_margin(index)
+        direct = cpu_ms_per_call(one_margin, args.jobs)
+        service = cpu_ms_per_call(one_request, args.jobs)
+    print(
+        f"b. margin-only: HTTP request {service:.2f} CPU ms/request (in-process client "
+        f"included), direct margin_certify {direct:.2f} CPU ms/call: "
+        f"+{service - direct:.2f} ms, {service / direct:.2f}×"
+    )
+
+    # The profiles: a fresh runtime and app, so that all their threads are profiled.
+    profile = AllThreadsProfile()
+    profile.start()
+    one_job = job_path()
+    for index in range(5):
+        one_job(index)
+    profile.clear()
+    for index in range(args.jobs):
+        one_job(index)
+    job_stats = profile.stop()
+
+    profile = AllThreadsProfile()
+    profile.start()
+    with TestClient(create_app(settings())) as client:
+        one_request = http_path(client)
+        for index in range(5):
+            one_request(index)
+        profile.clear()
+        for index in range(args.jobs):
+            one_request(index)
+        request_stats = profile.stop()
+    for runtime in runtimes:
+        runtime.close()
+
+    print_top("a. job path", job_stats, args.top)
+    print_top("b. margin-only HTTP requests", request_stats, args.top)
+
+
+if __name__ == "__main__":
+    main()
