@@ -55,6 +55,7 @@ import torch
 
 from certify.classifier import declared_lipschitz_bound, is_stochastic
 from certify.sampling import CancellationCheck, CertificationCancelled, model_device
+from models.layers import LipschitzModule
 from workers import metrics
 
 if TYPE_CHECKING:
@@ -71,6 +72,49 @@ CANCEL_POLL_SECONDS = 0.05
 
 FRESH, FROZEN, PLAIN = "fresh", "frozen", "plain"
 """Request kinds: fresh Ω from a generator, one frozen Ω from a seed, no Ω (deterministic)."""
+
+
+_BOUNDS: weakref.WeakKeyDictionary[LipschitzModule, tuple[tuple[torch.Tensor, ...], float]] = (
+    weakref.WeakKeyDictionary()
+)
+_BOUNDS_LOCK = threading.Lock()
+
+
+def _tensors_of(network: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    return tuple(t.detach() for t in (*network.parameters(), *network.buffers()))
+
+
+def _same_values(snapshot: tuple[torch.Tensor, ...], tensors: tuple[torch.Tensor, ...]) -> bool:
+    return len(snapshot) == len(tensors) and all(
+        s.dtype == t.dtype and s.device == t.device and s.shape == t.shape and torch.equal(s, t)
+        for s, t in zip(snapshot, tensors, strict=True)
+    )
+
+
+def network_lipschitz_bound(network: Any) -> float | None:
+    """The network's declared ``lipschitz_bound()``, computed once per set of weights.
+
+    Guarantee: the value returned is exactly what ``network.lipschitz_bound()`` returns now.
+    For a network of :mod:`models` (a ``LipschitzModule``, whose bound is a function of its
+    parameters and buffers and of its fixed construction), the bound is kept with a copy of
+    every parameter and buffer and reused only while all of them hold exactly those values
+    (dtype, device, shape and every element), so an edit of the weights, in place or through
+    ``.data``, recomputes it; any other classifier is asked every time. Jobs of one loaded
+    model (margin certificates, one per request) share the computation.
+    """
+    if not isinstance(network, LipschitzModule):
+        return declared_lipschitz_bound(network)
+    tensors = _tensors_of(network)
+    with _BOUNDS_LOCK:
+        cached = _BOUNDS.get(network)
+    if cached is not None and _same_values(cached[0], tensors):
+        return cached[1]
+    snapshot = tuple(t.clone() for t in tensors)
+    bound = declared_lipschitz_bound(network)
+    if bound is not None and _same_values(snapshot, _tensors_of(network)):
+        with _BOUNDS_LOCK:
+            _BOUNDS[network] = (snapshot, bound)
+    return bound
 
 
 @dataclass(eq=False)
@@ -316,7 +360,9 @@ class BatchedModel(torch.nn.Module):
         return model_device(self.network)
 
     def lipschitz_bound(self) -> float | None:
-        return declared_lipschitz_bound(self.network)
+        """The network's bound (:func:`network_lipschitz_bound`: the same value, computed
+        once per set of weights)."""
+        return network_lipschitz_bound(self.network)
 
     def forward(
         self,

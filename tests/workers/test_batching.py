@@ -292,3 +292,26 @@ def test_jobs_running_at_once_on_a_runner_share_forward_passes_and_keep_their_ce
         direct = certify.margin_certify(network, x, ensemble=job.parameters.ensemble, seed=seed)
         assert margin["label"] == direct.label
         assert margin["radius"] == pytest.approx(direct.radius, rel=1e-5, abs=1e-6)
+
+
+def test_a_batched_model_gives_the_network_bound_and_recomputes_it_when_the_weights_change():
+    """The bound shared across jobs is always the network's own: an edit of the weights (in
+    place, or through ``.data``, which no version counter sees) is never answered with the
+    bound of the old weights, which could be smaller than the new one (an overstated radius)."""
+    hycas = build_hycas((1, 8, 8), 4, width=4).eval()
+    batcher = ForwardBatcher(hycas)
+    with batcher.session("first") as model:
+        assert model.lipschitz_bound() == hycas.lipschitz_bound()
+        assert model.lipschitz_bound() == hycas.lipschitz_bound()
+    layers = hycas.body.layers
+    kernel = layers["stage1_block1"].body.layers["gate"].branches[1].kernel
+    for edit in (
+        lambda: layers["standardize"].scale.data.mul_(2.0),  # a buffer, through .data
+        lambda: kernel.mul_(2.0),  # a parameter, in place
+    ):
+        before = hycas.lipschitz_bound()
+        with torch.no_grad():
+            edit()
+        assert hycas.lipschitz_bound() > before
+        with ForwardBatcher(hycas).session("next") as model:
+            assert model.lipschitz_bound() == hycas.lipschitz_bound()
