@@ -1,4 +1,8 @@
-"""Dependencies of the routes (``Annotated`` aliases): settings, services, the caller."""
+"""Dependencies of the routes (``Annotated`` aliases): settings, services, the caller.
+
+Each is ``async``: it only reads the app's state or checks a key (no I/O), so it runs on the
+event loop; FastAPI runs a plain ``def`` dependency on a worker thread, a thread hop per
+dependency per request."""
 
 from __future__ import annotations
 
@@ -12,28 +16,28 @@ from service.job_service import JobService
 from service.runtime import ServiceRuntime
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_job_service(runtime: RuntimeDep) -> JobService:
+async def get_job_service(runtime: RuntimeDep) -> JobService:
     return runtime.jobs
 
 
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
 
 
-def get_caller(
+async def get_caller(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="an API key, when keys are set")] = None,
 ) -> str | None:
@@ -46,7 +50,7 @@ def get_caller(
 CallerDep = Annotated[str | None, Depends(get_caller)]
 
 
-def get_admin(
+async def get_admin(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="an admin key")] = None,
 ) -> str:
