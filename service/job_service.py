@@ -269,7 +269,11 @@ class JobService:
         pauses = wait_polls()
         while not job.status.is_terminal and time.monotonic() < deadline:
             await asyncio.sleep(next(pauses))
-            job = await asyncio.to_thread(self.job, job_id, owner)
+            # An in-memory store is read on the loop; a Redis round trip must not block it.
+            if self.store.in_memory:
+                job = self.job(job_id, owner)
+            else:
+                job = await asyncio.to_thread(self.job, job_id, owner)
         return job
 
     async def wait_for_batch(
@@ -283,7 +287,10 @@ class JobService:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(next(pauses))
-            batch, jobs = await asyncio.to_thread(self.batch, batch_id, owner)
+            if self.store.in_memory:
+                batch, jobs = self.batch(batch_id, owner)
+            else:
+                batch, jobs = await asyncio.to_thread(self.batch, batch_id, owner)
         return batch, jobs
 
     def cancel(self, job_id: str, owner: str | None) -> JobRecord:

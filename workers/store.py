@@ -77,6 +77,9 @@ class StoreLifetimes:
 
 class JobStore(Protocol):
     lifetimes: StoreLifetimes
+    in_memory: bool
+    """True when a read is a dictionary lookup in this process (no I/O): an async caller may
+    read on its event loop instead of a worker thread."""
 
     def save_image(self, key: str, image: np.ndarray) -> None: ...
 
@@ -232,6 +235,8 @@ class _JobTransactions:
 
 class RedisJobStore(_JobTransactions):
     """Records as JSON strings, images as ``.npy`` bytes, each key with its TTL."""
+
+    in_memory = False
 
     def __init__(self, client: redis.Redis, prefix: str, lifetimes: StoreLifetimes) -> None:
         self.client = client
@@ -421,6 +426,8 @@ class RedisJobStore(_JobTransactions):
 
 class InMemoryJobStore(_JobTransactions):
     """The embedded mode's store: the same records and lifetimes, in this process."""
+
+    in_memory = True
 
     SWEEP_INTERVAL_SECONDS = 60.0
     """Expired entries are dropped when read, and all at once at most this often."""
