@@ -14,7 +14,9 @@ b. ``--jobs`` sequential margin-only requests through the embedded HTTP app (in-
 Prints the CPU milliseconds per job of each side (``time.process_time``: all threads of the
 process, meaningful on a loaded machine where wall time is not), their difference and ratio,
 then the top entries of a cProfile of each service side, every thread of the process profiled
-(cumulative time, then own time).
+(cumulative time, then own time). The blocking waits (``SimpleQueue.get``, ``lock.acquire``,
+``epoll.poll``) come out of these profiles with large times that are not CPU (the process's
+CPU time above is far smaller): read past them.
 """
 
 from __future__ import annotations
