@@ -44,7 +44,10 @@ def digit_file(tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        (["--methods", "foo"], "--methods: input should be 'smoothing', 'margin' or 'radius_test'"),
+        (
+            ["--methods", "foo"],
+            "--methods: input should be 'smoothing', 'margin', 'radius_test' or 'attack'",
+        ),
         (["--methods", "margin,margin"], "lists a method twice"),
         (["--n", "0"], "n=0 is out of bounds"),
         (["--sigma", "0.5"], "sigma=0.5 is not supported"),
