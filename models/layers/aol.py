@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.bounds import float32_cast_margin
 from models.layers.base import ZeroPaddedConvolution
+from models.lipschitz_bounds import float32_cast_margin
 
 
 def aol_scale(weight: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from models.bounds import product_upper_bound
 from models.layers.omega import OmegaSource
+from models.lipschitz_bounds import product_upper_bound
 
 
 class LipschitzModule(nn.Module):

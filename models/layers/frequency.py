@@ -11,9 +11,13 @@ import math
 import torch
 from torch import nn
 
-from models.bounds import float32_cast_margin, matrix_spectral_norm_bound, product_upper_bound
 from models.layers.aol import AOLConv2d
 from models.layers.base import LipschitzModule
+from models.lipschitz_bounds import (
+    float32_cast_margin,
+    matrix_spectral_norm_bound,
+    product_upper_bound,
+)
 
 DENSE_DCT_MAX_SIZE = 144
 """Largest ``H·W`` whose training steps apply the 2-D DCT filter as one dense matrix."""

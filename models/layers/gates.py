@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.bounds import ceil_to_float, convex_weights
 from models.layers.base import LipschitzModule, ZeroPaddedConvolution, apply_layer
 from models.layers.omega import OmegaSource
+from models.lipschitz_bounds import ceil_to_float, convex_weights
 
 FLOOR_MARGIN = 1e-6
 """Relative room added to a floor when the logits are set, so that the float32 softmax of the
@@ -166,21 +166,3 @@ class ConvexResidual(LipschitzModule):
     def keep_beta_above(self, floor: float) -> bool:
         """Raise ``β`` to at least ``floor`` (see :func:`raise_to_floors`)."""
         return raise_to_floors(self.mix_logits, [0.0, floor])
-
-
-class AdditiveSkip(LipschitzModule):
-    """``x + f(x)``: the one place a HyCAS network may exceed 1.
-
-    Bound: ``1 + L_f`` (triangle inequality).
-    """
-
-    def __init__(self, body: LipschitzModule) -> None:
-        super().__init__()
-        self.body = body
-        self.draws_omega = getattr(body, "draws_omega", False)
-
-    def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
-        return x + apply_layer(self.body, x, omega)
-
-    def lipschitz_bound(self) -> float:
-        return ceil_to_float(Fraction(1) + Fraction(self.body.lipschitz_bound()))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.bounds import float32_cast_margin, matrix_spectral_norm_bound
 from models.layers.base import LipschitzModule
+from models.lipschitz_bounds import float32_cast_margin, matrix_spectral_norm_bound
 
 
 class NormalizedLinear(LipschitzModule):

@@ -1,4 +1,4 @@
-"""Norm-preserving resampling: invertible downsampling, scaled average pooling, flattening."""
+"""Norm-preserving resampling: invertible downsampling and scaled average pooling."""
 
 from __future__ import annotations
 
@@ -62,13 +62,3 @@ class ScaledAvgPool2d(LipschitzModule):
 
     def extra_repr(self) -> str:
         return f"window={self.window}"
-
-
-class Flatten(LipschitzModule):
-    """``[B, C, H, W] → [B, C·H·W]``. Bound: 1 (a reshape)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-    def lipschitz_bound(self) -> float:
-        return 1.0

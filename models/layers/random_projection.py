@@ -3,7 +3,7 @@
 The paper's random-projection branch convolves with random Gaussian filters that are never
 trained. Here they are drawn once from a recorded seed and divided by a certified upper bound
 of the zero-padded convolution's operator norm on the layer's input size (FFT on a grid of
-size ≥ n + k − 1, float64; see :func:`models.bounds.conv_operator_norm_bound`).
+size ≥ n + k − 1, float64; see :func:`models.lipschitz_bounds.conv_operator_norm_bound`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from models.bounds import conv_operator_norm_bound, float32_cast_margin
 from models.layers.base import ZeroPaddedConvolution, same_values
+from models.lipschitz_bounds import conv_operator_norm_bound, float32_cast_margin
 
 
 class RandomProjectionConv2d(ZeroPaddedConvolution):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.bounds import (
+from models.lipschitz_bounds import (
     conv_operator_norm_bound,
     convex_weights,
     float32_cast_margin,
