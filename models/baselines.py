@@ -20,7 +20,13 @@ from torch import nn
 
 from models.card import Normalization
 from models.hycas import HyCAS, build_hycas
-from models.protocol import CertifiableModel, OmegaGenerator, OmegaSeed, describe_network
+from models.protocol import (
+    CertifiableModel,
+    OmegaGenerator,
+    OmegaSeed,
+    describe_network,
+    refuse_two_omega_sources,
+)
 
 LIPSCHITZ_BASELINE_OPTIONS: dict[str, Any] = {
     "random_projection": False,
@@ -111,8 +117,7 @@ class PlainCNN(nn.Module, CertifiableModel):
         generator: OmegaGenerator | None = None,
         omega_seed: OmegaSeed | None = None,
     ) -> torch.Tensor:
-        if generator is not None and omega_seed is not None:
-            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        refuse_two_omega_sources(generator, omega_seed)
         return self.classifier(self.features((x - self.mean) / self.std))
 
     @contextmanager

@@ -56,6 +56,7 @@ import torch
 from certify.classifier import declared_lipschitz_bound, is_stochastic
 from certify.sampling import CancellationCheck, CertificationCancelled, model_device
 from models.layers import LipschitzModule
+from models.protocol import refuse_two_omega_sources
 from workers import metrics
 
 if TYPE_CHECKING:
@@ -371,8 +372,7 @@ class BatchedModel(torch.nn.Module):
         generator: torch.Generator | None = None,
         omega_seed: int | None = None,
     ) -> torch.Tensor:
-        if generator is not None and omega_seed is not None:
-            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        refuse_two_omega_sources(generator, omega_seed)
         if torch.is_grad_enabled():  # an attack needs gradients: the network, in this thread
             return self.network(x, generator=generator, omega_seed=omega_seed)
         if not self.stochastic:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from models.protocol import OmegaGenerator, OmegaSeed
+from models.protocol import OmegaGenerator, OmegaSeed, refuse_two_omega_sources
 
 
 class OmegaSource:
@@ -33,8 +33,7 @@ class OmegaSource:
         generator: OmegaGenerator | None = None,
         seed: OmegaSeed | None = None,
     ) -> None:
-        if seed is not None and generator is not None:
-            raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+        refuse_two_omega_sources(generator, seed)
         self.batch_size = batch_size
         self.device = device
         self.generator: torch.Generator | None = None
