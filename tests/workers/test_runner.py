@@ -228,16 +228,30 @@ def test_a_superseded_run_stops_and_never_writes_its_end():
 
 
 def test_a_heartbeat_lives_while_the_job_runs_and_goes_with_its_end():
-    runner = make_runner(heartbeat_timeout_seconds=0.3, progress_interval_seconds=0.0)
-    job = submit(runner, parameters=parameters(n=6_000, batch_size=50, seed=3))
+    ttl = 0.3
+    runner = make_runner(heartbeat_timeout_seconds=ttl, progress_interval_seconds=0.0)
+    # A job far longer than the observation (whatever the machine's speed), watched for three
+    # heartbeat lifetimes while it runs, then cancelled: its heartbeat must go with its end.
+    job = submit(runner, parameters=parameters(n=200_000, batch_size=50, seed=3))
     seen: list[str | None] = []
     thread = threading.Thread(target=runner.run, args=(job.id,))
     thread.start()
+    running_since = None
     while not runner.store.get_job(job.id).status.is_terminal:
         if runner.store.get_job(job.id).status is JobStatus.RUNNING:
+            running_since = running_since or time.monotonic()
             seen.append(runner.store.heartbeat_holders([job.id])[0])
+            if time.monotonic() - running_since > 3 * ttl:
+                runner.store.update_job(
+                    job.id, lambda j: j.model_copy(update={"cancel_requested": True})
+                )
+                break
         time.sleep(0.05)
-    thread.join()
-    assert len(seen) > 6, "the job ran too briefly to show its heartbeat outliving the TTL"
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert runner.store.get_job(job.id).status is JobStatus.CANCELLED, (
+        "the job ended before it was watched for three heartbeat lifetimes"
+    )
+    assert len(seen) > 6
     assert all(holder is not None for holder in seen)
     assert runner.store.heartbeat_holders([job.id]) == [None]
