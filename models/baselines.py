@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +20,7 @@ from models.card import Normalization
 from models.hycas import HyCAS, build_hycas
 from models.protocol import (
     CertifiableModel,
+    DeterministicModel,
     OmegaGenerator,
     OmegaSeed,
     describe_network,
@@ -63,14 +62,12 @@ class PlainCNNConfig:
         return dataclasses.asdict(self)
 
 
-class PlainCNN(nn.Module, CertifiableModel):
+class PlainCNN(DeterministicModel, nn.Module, CertifiableModel):
     """``normalize → (conv 3×3, ReLU) ×2 → max-pool 2 → (conv 3×3, ReLU) ×2 → avg-pool to 4×4
     → linear → ReLU → linear``: a classifier with no Lipschitz constraint and no internal
     randomness. As a :class:`models.protocol.CertifiableModel` it is not ``stochastic`` (its
     ``generator``, ``omega_seed`` and ``frozen`` have no effect) and its
     ``lipschitz_bound()`` is ``None``."""
-
-    stochastic = False
 
     def __init__(
         self, input_shape: tuple[int, int, int], num_classes: int, config: PlainCNNConfig
@@ -119,13 +116,6 @@ class PlainCNN(nn.Module, CertifiableModel):
     ) -> torch.Tensor:
         refuse_two_omega_sources(generator, omega_seed)
         return self.classifier(self.features((x - self.mean) / self.std))
-
-    @contextmanager
-    def frozen(self, seed: int) -> Iterator[PlainCNN]:
-        yield self
-
-    def lipschitz_bound(self) -> None:
-        return None
 
     def normalization(self) -> Normalization:
         return Normalization(

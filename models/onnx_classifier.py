@@ -21,10 +21,9 @@ on the CPU one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch import nn
 from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
 from models.protocol import (
     CertifiableModel,
+    DeterministicModel,
     OmegaGenerator,
     OmegaSeed,
     describe_network,
@@ -123,7 +123,7 @@ def check_graph(graph: bytes, input_shape: Sequence[int], num_classes: int) -> N
         )
 
 
-class ONNXClassifier(nn.Module, CertifiableModel):
+class ONNXClassifier(DeterministicModel, nn.Module, CertifiableModel):
     """``x ↦ graph((x − mean) · scale)``: a deterministic classifier with no certified bound.
 
     As a :class:`models.protocol.CertifiableModel` it is not ``stochastic`` (``generator``,
@@ -131,8 +131,6 @@ class ONNXClassifier(nn.Module, CertifiableModel):
     is certified by smoothing and the radius test only. Its one buffer, ``graph``, holds the
     ONNX bytes; loading a state dict takes a graph of any length and checks it.
     """
-
-    stochastic = False
 
     def __init__(
         self,
@@ -191,13 +189,6 @@ class ONNXClassifier(nn.Module, CertifiableModel):
         name = session.get_inputs()[0].name
         (logits,) = session.run(None, {name: prepared.detach().cpu().numpy()})
         return torch.from_numpy(logits).to(device=x.device, dtype=torch.float32)
-
-    @contextlib.contextmanager
-    def frozen(self, seed: int) -> Iterator[ONNXClassifier]:
-        yield self
-
-    def lipschitz_bound(self) -> None:
-        return None
 
     def normalization(self) -> Normalization:
         return Normalization(

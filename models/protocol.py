@@ -12,9 +12,9 @@ name the protocol without building networks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol, Self
 
 import torch
 
@@ -108,3 +108,19 @@ def refuse_two_omega_sources(generator: object, omega_seed: object) -> None:
     (frozen Ω) together are refused with a ``ValueError``."""
     if generator is not None and omega_seed is not None:
         raise ValueError("give either a generator (fresh Ω) or a seed (frozen Ω), not both")
+
+
+class DeterministicModel:
+    """What the classifiers without internal randomness and without a certified bound share
+    (the plain CNN, an imported ONNX graph): no Ω, so ``frozen(seed)`` is the model itself; no
+    certified Lipschitz bound, so ``lipschitz_bound()`` is ``None`` and the margin certificate
+    refuses them. Mixed in beside :class:`CertifiableModel`."""
+
+    stochastic = False
+
+    @contextmanager
+    def frozen(self, seed: int) -> Iterator[Self]:
+        yield self
+
+    def lipschitz_bound(self) -> None:
+        return None
