@@ -203,9 +203,29 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class _JobWrite:
+    """What one transaction writes: the new record and, with it, the job's heartbeat and its
+    place in the index of unfinished jobs."""
+
+    record: JobRecord
+    ends_job: bool
+    """The record becomes terminal now: leave the index and count a terminal write."""
+    lease: tuple[str, float] | None
+    """Set the heartbeat to this holder for this many seconds."""
+    drops_heartbeat: bool
+    """Delete the heartbeat (when no lease is set)."""
+
+
+_WritePlan = Callable[[JobRecord, str | None], _JobWrite | None]
+
+
 class _JobTransactions:
-    """The job updates both stores offer, each one call of the store's own ``_transact``
-    (a change of the record and, in the same transaction, of its heartbeat)."""
+    """The job updates both stores offer. Each is one call of the store's own ``_apply``,
+    which reads the record and its heartbeat's holder atomically, asks the plan what to
+    write, and writes it (record, heartbeat, index) in the same transaction."""
+
+    _apply: Callable[[str, _WritePlan], JobRecord | None]
 
     def _transact(
         self,
@@ -215,7 +235,19 @@ class _JobTransactions:
         lease: tuple[str, float] | None = None,
         drop_heartbeat: bool = False,
     ) -> JobRecord | None:
-        raise NotImplementedError
+        def plan(current: JobRecord, holder: str | None) -> _JobWrite | None:
+            changed = change(current, holder)
+            if changed is None:
+                return None
+            running = lease is not None and changed.status is JobStatus.RUNNING
+            return _JobWrite(
+                record=changed,
+                ends_job=changed.status.is_terminal and not current.status.is_terminal,
+                lease=lease if running else None,
+                drops_heartbeat=not running and (drop_heartbeat or changed.status.is_terminal),
+            )
+
+        return self._apply(job_id, plan)
 
     def update_job(
         self, job_id: str, change: JobChange, *, drop_heartbeat: bool = False
@@ -350,14 +382,7 @@ class RedisJobStore(_JobTransactions):
         values = self.client.mget([self._job_key(job_id) for job_id in job_ids])
         return [None if v is None else JobRecord.model_validate_json(v) for v in values]
 
-    def _transact(
-        self,
-        job_id: str,
-        change: JobClaim,
-        *,
-        lease: tuple[str, float] | None = None,
-        drop_heartbeat: bool = False,
-    ) -> JobRecord | None:
+    def _apply(self, job_id: str, plan: _WritePlan) -> JobRecord | None:
         key = self._job_key(job_id)
         heartbeat = self._heartbeat_key(job_id)
         with self.client.pipeline() as pipe:
@@ -369,19 +394,20 @@ class RedisJobStore(_JobTransactions):
                         return None
                     current = JobRecord.model_validate_json(data)
                     holder = pipe.get(heartbeat)
-                    changed = change(current, None if holder is None else holder.decode())
-                    if changed is None:
+                    write = plan(current, None if holder is None else holder.decode())
+                    if write is None:
                         pipe.unwatch()
                         return current
+                    changed = write.record
                     pipe.multi()
                     pipe.set(key, changed.model_dump_json(), ex=self.lifetimes.of_job(changed))
-                    if changed.status.is_terminal and not current.status.is_terminal:
+                    if write.ends_job:
                         pipe.eval(_RELEASE_JOB, 2, self._index_key, self._totals_key, job_id)
                         pipe.incr(self._writes_key(job_id))
                         pipe.expire(self._writes_key(job_id), self.lifetimes.result_ttl)
-                    if lease is not None and changed.status is JobStatus.RUNNING:
-                        pipe.set(heartbeat, lease[0], px=max(1, int(lease[1] * 1000)))
-                    elif drop_heartbeat or changed.status.is_terminal:
+                    if write.lease is not None:
+                        pipe.set(heartbeat, write.lease[0], px=max(1, int(write.lease[1] * 1000)))
+                    elif write.drops_heartbeat:
                         pipe.delete(heartbeat)
                     pipe.execute()
                     return changed
@@ -522,29 +548,23 @@ class InMemoryJobStore(_JobTransactions):
         with self._lock:
             return [self._get(f"job:{job_id}") for job_id in job_ids]  # type: ignore[misc]
 
-    def _transact(
-        self,
-        job_id: str,
-        change: JobClaim,
-        *,
-        lease: tuple[str, float] | None = None,
-        drop_heartbeat: bool = False,
-    ) -> JobRecord | None:
+    def _apply(self, job_id: str, plan: _WritePlan) -> JobRecord | None:
         with self._lock:
             current: JobRecord | None = self._get(f"job:{job_id}")  # type: ignore[assignment]
             if current is None:
                 return None
-            changed = change(current, self._get(f"heartbeat:{job_id}"))  # type: ignore[arg-type]
-            if changed is None:
+            write = plan(current, self._get(f"heartbeat:{job_id}"))  # type: ignore[arg-type]
+            if write is None:
                 return current
+            changed = write.record
             self._put(f"job:{job_id}", changed, self.lifetimes.of_job(changed))
-            if changed.status.is_terminal and not current.status.is_terminal:
+            if write.ends_job:
                 self._active.pop(job_id, None)
                 writes = self._get(f"writes:{job_id}") or 0
                 self._put(f"writes:{job_id}", writes + 1, self.lifetimes.result_ttl)  # type: ignore[operator]
-            if lease is not None and changed.status is JobStatus.RUNNING:
-                self._put(f"heartbeat:{job_id}", lease[0], lease[1])
-            elif drop_heartbeat or changed.status.is_terminal:
+            if write.lease is not None:
+                self._put(f"heartbeat:{job_id}", write.lease[0], write.lease[1])
+            elif write.drops_heartbeat:
                 self._entries.pop(f"heartbeat:{job_id}", None)
             return changed
 
