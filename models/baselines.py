@@ -21,10 +21,7 @@ from models.hycas import HyCAS, build_hycas
 from models.protocol import (
     CertifiableModel,
     DeterministicModel,
-    OmegaGenerator,
-    OmegaSeed,
     describe_network,
-    refuse_two_omega_sources,
 )
 
 LIPSCHITZ_BASELINE_OPTIONS: dict[str, Any] = {
@@ -107,14 +104,7 @@ class PlainCNN(DeterministicModel, nn.Module, CertifiableModel):
             nn.Linear(config.hidden, num_classes),
         )
 
-    def forward(  # type: ignore[override]
-        self,
-        x: torch.Tensor,
-        *,
-        generator: OmegaGenerator | None = None,
-        omega_seed: OmegaSeed | None = None,
-    ) -> torch.Tensor:
-        refuse_two_omega_sources(generator, omega_seed)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features((x - self.mean) / self.std))
 
     def normalization(self) -> Normalization:

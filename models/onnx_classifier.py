@@ -35,10 +35,7 @@ from models.card import DatasetRecord, ModelCard, Normalization, TrainingRecord
 from models.protocol import (
     CertifiableModel,
     DeterministicModel,
-    OmegaGenerator,
-    OmegaSeed,
     describe_network,
-    refuse_two_omega_sources,
 )
 
 ARCHITECTURE = "onnx"
@@ -176,14 +173,7 @@ class ONNXClassifier(DeterministicModel, nn.Module, CertifiableModel):
                 self._sessions[key] = session
             return session
 
-    def forward(  # type: ignore[override]
-        self,
-        x: torch.Tensor,
-        *,
-        generator: OmegaGenerator | None = None,
-        omega_seed: OmegaSeed | None = None,
-    ) -> torch.Tensor:
-        refuse_two_omega_sources(generator, omega_seed)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         prepared = ((x - self.mean) * self.scale).to(torch.float32)
         session = self._session_for(prepared.is_cuda)
         name = session.get_inputs()[0].name

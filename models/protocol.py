@@ -114,9 +114,25 @@ class DeterministicModel:
     """What the classifiers without internal randomness and without a certified bound share
     (the plain CNN, an imported ONNX graph): no Ω, so ``frozen(seed)`` is the model itself; no
     certified Lipschitz bound, so ``lipschitz_bound()`` is ``None`` and the margin certificate
-    refuses them. Mixed in beside :class:`CertifiableModel`."""
+    refuses them; the forward pass takes the protocol's keywords, refuses both Ω sources at
+    once (:func:`refuse_two_omega_sources`) and ignores either, and the logits come from
+    :meth:`logits`. Mixed in before ``nn.Module`` and beside :class:`CertifiableModel`."""
 
     stochastic = False
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``[B, classes]`` of a float32 batch ``[B, C, H, W]`` in ``[0, 1]``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        generator: OmegaGenerator | None = None,
+        omega_seed: OmegaSeed | None = None,
+    ) -> torch.Tensor:
+        refuse_two_omega_sources(generator, omega_seed)
+        return self.logits(x)
 
     @contextmanager
     def frozen(self, seed: int) -> Iterator[Self]:
