@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -47,10 +48,17 @@ from certify.seeds import derive_seeds
 NOISE_STREAMS = 4
 """Independent noise generators per run; each fills a fixed slice of every batch.
 
-On the CPU a single generator draws serially and would cost several percent of a small
-CNN's forward pass; the slices are filled in parallel threads. The count is fixed, not
-taken from the machine, so the same seed draws the same noise whatever the core count.
+On the CPU a single generator draws serially and, for large inputs, would cost several
+percent of a small CNN's forward pass; the slices of such batches are filled in parallel
+threads. The count is fixed, not taken from the machine, so the same seed draws the same
+noise whatever the core count and whether threads are used.
 """
+
+THREADED_NOISE_MIN_ELEMENTS = 1 << 20
+"""Noise values per batch from which the CPU fills the slices in parallel threads. Below it the
+slices are filled one after the other in the calling thread: a thread hand-off costs more than
+it saves on a small batch (1,000 samples of ``(1, 8, 8)`` draw in well under a millisecond),
+and helper threads would compete with the forward pass's own thread pool."""
 
 ForwardPass = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 """One forward pass of the engine: ``(noisy batch [B, C, H, W], the run's Ω generator, None for
@@ -159,9 +167,12 @@ class NoisyVoteSampler:
             else None
         )
         # On CUDA the kernels are parallel already, and launching them from this thread keeps
-        # them on the caller's current stream; threads only help on the CPU.
+        # them on the caller's current stream; threads only help on the CPU, for large batches.
+        batch_elements = min(batch_size, samples_planned) * self._x.numel()
         self._noise_threads = (
-            min(NOISE_STREAMS, torch.get_num_threads()) if self.device.type == "cpu" else 1
+            min(NOISE_STREAMS, torch.get_num_threads())
+            if self.device.type == "cpu" and batch_elements >= THREADED_NOISE_MIN_ELEMENTS
+            else 1
         )
         self._noisy_batch: torch.Tensor | None = None
         self._ones: torch.Tensor | None = None
@@ -177,10 +188,8 @@ class NoisyVoteSampler:
             )
         counts: torch.Tensor | None = None
         remaining = num_samples
-        with (
-            torch.inference_mode(),
-            ThreadPoolExecutor(self._noise_threads) as noise_pool,
-        ):
+        noise_pool = ThreadPoolExecutor(self._noise_threads) if self._noise_threads > 1 else None
+        with torch.inference_mode(), noise_pool or nullcontext():
             if self._noisy_batch is None:
                 rows = min(self.batch_size, self.samples_planned)
                 self._noisy_batch = torch.empty(
@@ -202,10 +211,10 @@ class NoisyVoteSampler:
                     self._progress(self.samples_done, self.samples_planned)
         return counts
 
-    def _predict_noisy(self, size: int, noise_pool: ThreadPoolExecutor) -> torch.Tensor:
+    def _predict_noisy(self, size: int, noise_pool: ThreadPoolExecutor | None) -> torch.Tensor:
         noisy = self._noisy_batch[:size]
         slices = torch.tensor_split(noisy, NOISE_STREAMS)
-        if self._noise_threads > 1:
+        if noise_pool is not None:
             list(noise_pool.map(self._fill_noise, slices, self._noise))
         else:
             for part, generator in zip(slices, self._noise, strict=True):

@@ -176,6 +176,22 @@ def test_replay_does_not_depend_on_the_number_of_threads(image):
     assert single == several
 
 
+def test_replay_does_not_depend_on_whether_the_noise_is_drawn_in_threads(image, monkeypatch):
+    import certify.sampling
+
+    model, _ = _linear_case(image, 0.1 * SIGMA, seed=5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        monkeypatch.setattr(certify.sampling, "THREADED_NOISE_MIN_ELEMENTS", 1 << 40)
+        serial = smoothing_certify(model, image, sigma=SIGMA, n=3000, batch_size=500, seed=4)
+        monkeypatch.setattr(certify.sampling, "THREADED_NOISE_MIN_ELEMENTS", 1)
+        threaded = smoothing_certify(model, image, sigma=SIGMA, n=3000, batch_size=500, seed=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert serial == threaded
+
+
 def test_stochastic_model_draws_omega_from_the_seeded_generator(image):
     """Replay only works if Ω comes from the engine's generator, not the global RNG."""
     model = FairCoinClassifier()
