@@ -1,6 +1,6 @@
 """The shipped model end to end in the library: forward pass, smoothing and margin certificates.
 
-    python bench/bench_shipped_model.py [--model digits-hycas] [--n 10000] [--repeats 3]
+    python -m bench.bench_shipped_model [--model digits-hycas] [--n 10000] [--repeats 3]
 
 Prints, on the first digits test image and in one run: the forward throughput over the same
 n0 + n noisy inputs in batches of 1,000 (noise drawn in advance, fresh Ω per sample), the
@@ -11,15 +11,13 @@ each).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-import models
+from bench.common import bench_parser, header, shipped_model
 from certify import margin_certify, smoothing_certify
-from models.data import load_dataset
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -33,21 +31,12 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="digits-hycas")
-    parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--n0", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = bench_parser(__doc__, model="digits-hycas", n=10_000, n0=100, batch=1000, repeats=3)
     args = parser.parse_args()
 
-    model, card = models.load(args.model)
-    image = load_dataset(card.dataset.name, split="test").images[0]
+    model, card, image = shipped_model(args.model)
     batch = image.expand(args.batch, *image.shape).contiguous()
-    print(
-        f"model={card.id} v{card.version} input={tuple(image.shape)} sigma={card.sigma} "
-        f"threads={torch.get_num_threads()} torch={torch.__version__}"
-    )
+    print(header(card, image))
 
     samples = args.n0 + args.n
     noisy = (batch + card.sigma * torch.randn_like(batch)).float()

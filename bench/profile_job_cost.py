@@ -21,7 +21,6 @@ CPU time above is far smaller): read past them.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import pstats
@@ -29,13 +28,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
-import torch
 from fastapi.testclient import TestClient
 
-import models
+from bench.common import bench_parser, header, shipped_model
 from certify import margin_certify, smoothing_certify
-from models.data import load_dataset
 from service.core.config import Settings
 from service.job_inputs import ImageUpload
 from service.main import create_app
@@ -109,28 +107,37 @@ def settings() -> Settings:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="digits-hycas")
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args()
+WARM_UP_CALLS = 5
 
-    model, card = models.load(args.model)
-    image = load_dataset(card.dataset.name, split="test").images[0]
+
+def profiled(make_call: Callable[[ExitStack], Callable[[int], None]], calls: int) -> pstats.Stats:
+    """A profile of ``calls`` calls of what ``make_call`` returns, after a warm-up; the call is
+    made with the profile on, so the threads its service starts are profiled too."""
+    profile = AllThreadsProfile()
+    profile.start()
+    with ExitStack() as stack:
+        one_call = make_call(stack)
+        for index in range(WARM_UP_CALLS):
+            one_call(index)
+        profile.clear()
+        for index in range(calls):
+            one_call(index)
+        return profile.stop()
+
+
+def main() -> None:
+    args = bench_parser(__doc__, model="digits-hycas", jobs=100, top=25).parse_args()
+    model, card, image = shipped_model(args.model)
     pixels = image[0].tolist()
     sigma = card.sigma
-    print(
-        f"model={card.id} v{card.version} input={tuple(image.shape)} sigma={sigma} "
-        f"threads={torch.get_num_threads()} torch={torch.__version__} jobs={args.jobs}"
-    )
+    print(header(card, image, jobs=args.jobs))
 
     # a. The job path. One job thread: a marker queued behind a job runs once it has ended.
     options = CertifyOptions(methods=("smoothing",), n0=100, n=100)
 
-    def job_path() -> Callable[[int], None]:
+    def job_path(stack: ExitStack) -> Callable[[int], None]:
         runtime = create_runtime(settings())
-        runtimes.append(runtime)
+        stack.callback(runtime.close)
         pool = runtime.dispatcher._pool  # type: ignore[attr-defined]
 
         def one_job(index: int) -> None:
@@ -143,29 +150,19 @@ def main() -> None:
 
         return one_job
 
-    runtimes: list = []
-    one_job = job_path()
-    batch_size = runtimes[0].settings.default_batch_size
+    batch_size = settings().default_batch_size
 
     def one_direct(index: int) -> None:
         smoothing_certify(
             model, image, sigma=sigma, n0=100, n=100, batch_size=batch_size, seed=1000 + index
         )
 
-    for index in range(5):  # warm-up
-        one_job(index)
-        one_direct(index)
-    direct = cpu_ms_per_call(one_direct, args.jobs)
-    service = cpu_ms_per_call(one_job, args.jobs)
-    print(
-        f"a. smoothing n0=n=100: job path {service:.2f} CPU ms/job, direct smoothing_certify "
-        f"{direct:.2f} CPU ms/call: +{service - direct:.2f} ms, {service / direct:.2f}×"
-    )
-
     # b. Margin-only requests through the HTTP app, in-process.
     request = {"model": card.id, "image": pixels, "methods": ["margin"]}
 
-    def http_path(client: TestClient) -> Callable[[int], None]:
+    def http_path(stack: ExitStack) -> Callable[[int], None]:
+        client = stack.enter_context(TestClient(create_app(settings())))
+
         def one_request(index: int) -> None:
             response = client.post("/v1/certify?wait=30", json={**request, "seed": index})
             assert response.status_code == 200, response.text
@@ -175,43 +172,36 @@ def main() -> None:
     def one_margin(index: int) -> None:
         margin_certify(model, image, seed=index)
 
-    with TestClient(create_app(settings())) as client:
-        one_request = http_path(client)
-        for index in range(5):
-            one_request(index)
-            one_margin(index)
-        direct = cpu_ms_per_call(one_margin, args.jobs)
-        service = cpu_ms_per_call(one_request, args.jobs)
-    print(
-        f"b. margin-only: HTTP request {service:.2f} CPU ms/request (in-process client "
-        f"included), direct margin_certify {direct:.2f} CPU ms/call: "
-        f"+{service - direct:.2f} ms, {service / direct:.2f}×"
+    sides = (
+        (
+            "a. smoothing n0=n=100: job path",
+            job_path,
+            "CPU ms/job, direct smoothing_certify",
+            one_direct,
+        ),
+        (
+            "b. margin-only: HTTP request",
+            http_path,
+            "CPU ms/request (in-process client included), direct margin_certify",
+            one_margin,
+        ),
     )
+    for title, make_call, what, direct_call in sides:
+        with ExitStack() as stack:
+            service_call = make_call(stack)
+            for index in range(WARM_UP_CALLS):
+                service_call(index)
+                direct_call(index)
+            direct = cpu_ms_per_call(direct_call, args.jobs)
+            service = cpu_ms_per_call(service_call, args.jobs)
+        print(
+            f"{title} {service:.2f} {what} {direct:.2f} CPU ms/call: "
+            f"+{service - direct:.2f} ms, {service / direct:.2f}×"
+        )
 
     # The profiles: a fresh runtime and app, so that all their threads are profiled.
-    profile = AllThreadsProfile()
-    profile.start()
-    one_job = job_path()
-    for index in range(5):
-        one_job(index)
-    profile.clear()
-    for index in range(args.jobs):
-        one_job(index)
-    job_stats = profile.stop()
-
-    profile = AllThreadsProfile()
-    profile.start()
-    with TestClient(create_app(settings())) as client:
-        one_request = http_path(client)
-        for index in range(5):
-            one_request(index)
-        profile.clear()
-        for index in range(args.jobs):
-            one_request(index)
-        request_stats = profile.stop()
-    for runtime in runtimes:
-        runtime.close()
-
+    job_stats = profiled(job_path, args.jobs)
+    request_stats = profiled(http_path, args.jobs)
     print_top("a. job path", job_stats, args.top)
     print_top("b. margin-only HTTP requests", request_stats, args.top)
 
