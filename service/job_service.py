@@ -35,6 +35,7 @@ from workers import metrics
 from workers.admission import BacklogFull, BacklogLimits
 from workers.certification import CertificationParameters
 from workers.dispatch import JobDispatcher
+from workers.embedded_store import JobEndSignals, wait_until
 from workers.jobs import BatchItem, BatchRecord, JobError, JobRecord, JobStatus, Progress
 from workers.model_cache import (
     LoadedModel,
@@ -59,6 +60,11 @@ def wait_polls() -> Iterator[float]:
         pause = min(longest, pause * 1.5)
 
 
+def batch_finished(jobs: list[JobRecord | None]) -> bool:
+    """No job of the batch is queued or running (an expired one is not)."""
+    return all(job is None or job.status.is_terminal for job in jobs)
+
+
 DISPATCH_ERRORS = (OperationalError, redis.RedisError, OSError)
 """What sending a job's message raises when the broker is down or refuses (kombu wraps most
 transport errors in its ``OperationalError``; ``ConnectionError`` is an ``OSError``)."""
@@ -71,11 +77,16 @@ class JobService:
         store: JobStore,
         dispatcher: JobDispatcher,
         models: ModelCache,
+        job_ends: JobEndSignals | None = None,
     ) -> None:
+        """``job_ends``: the signals of a store in this process that says when jobs end
+        (embedded mode); a request waiting for its jobs then wakes when they end instead of
+        polling the store."""
         self.settings = settings
         self.store = store
         self.dispatcher = dispatcher
         self.models = models
+        self.job_ends = job_ends
         self.backlog_limits = BacklogLimits.from_settings(settings)
         self.decode_budget = DecodeBudget(settings.max_decode_bytes)
 
@@ -264,7 +275,16 @@ class JobService:
 
     async def wait_for(self, job_id: str, owner: str | None, seconds: float) -> JobRecord:
         """The job once it finished, or as it is after ``seconds``."""
-        deadline = time.monotonic() + min(seconds, self.settings.max_wait_seconds)
+        seconds = min(seconds, self.settings.max_wait_seconds)
+        if self.job_ends is not None:
+            return await wait_until(
+                self.job_ends,
+                (job_id,),
+                lambda: self.job(job_id, owner),
+                lambda job: job.status.is_terminal,
+                seconds,
+            )
+        deadline = time.monotonic() + seconds
         job = self.job(job_id, owner)
         pauses = wait_polls()
         while not job.status.is_terminal and time.monotonic() < deadline:
@@ -280,12 +300,20 @@ class JobService:
         self, batch_id: str, owner: str | None, seconds: float
     ) -> tuple[BatchRecord, list[JobRecord | None]]:
         """The batch once no item is queued or running, or as it is after ``seconds``."""
-        deadline = time.monotonic() + min(seconds, self.settings.max_wait_seconds)
+        seconds = min(seconds, self.settings.max_wait_seconds)
+        if self.job_ends is not None:
+            batch, jobs = self.batch(batch_id, owner)
+            return await wait_until(
+                self.job_ends,
+                [item.job_id for item in batch.items],
+                lambda: self.batch(batch_id, owner),
+                lambda state: batch_finished(state[1]),
+                seconds,
+            )
+        deadline = time.monotonic() + seconds
         batch, jobs = await asyncio.to_thread(self.batch, batch_id, owner)
         pauses = wait_polls()
-        while any(job is not None and not job.status.is_terminal for job in jobs):
-            if time.monotonic() >= deadline:
-                break
+        while not batch_finished(jobs) and time.monotonic() < deadline:
             await asyncio.sleep(next(pauses))
             if self.store.in_memory:
                 batch, jobs = self.batch(batch_id, owner)

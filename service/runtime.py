@@ -17,10 +17,11 @@ from service.job_service import JobService
 from service.model_registry import ModelRegistry
 from workers.batching import ModelBatchers
 from workers.dispatch import CeleryDispatcher, EmbeddedDispatcher, JobDispatcher
+from workers.embedded_store import JobEndSignals, SignallingJobStore
 from workers.model_cache import ModelCache, ModelSource, RepositoryCardSource, RepositorySource
 from workers.reaper import Reaper, reaper_for
 from workers.runner import JobRunner
-from workers.store import InMemoryJobStore, JobStore, RedisJobStore, StoreLifetimes
+from workers.store import JobStore, RedisJobStore, StoreLifetimes
 
 
 @dataclass
@@ -47,12 +48,16 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
     """``model_source``: where models come from; default: the repository of the settings."""
     store: JobStore
     dispatcher: JobDispatcher
+    job_ends: JobEndSignals | None = None
     if settings.redis_url is None:
         source = model_source or RepositorySource(
             settings.model_repository, settings.model_cache_dir
         )
         models = ModelCache(source, settings.device, settings.model_refresh_seconds)
-        store = InMemoryJobStore(StoreLifetimes.from_settings(settings))
+        # The jobs run in this process: a request waiting for one wakes when it ends.
+        signalling_store = SignallingJobStore(StoreLifetimes.from_settings(settings))
+        store = signalling_store
+        job_ends = signalling_store.job_ends
         runner = JobRunner(
             store,
             models,
@@ -76,7 +81,7 @@ def create_runtime(settings: Settings, model_source: ModelSource | None = None) 
         dispatcher = celery_dispatcher
         reaper = reaper_for(settings, redis_store, celery_dispatcher)
         reaper.start()
-    jobs = JobService(settings, store, dispatcher, models)
+    jobs = JobService(settings, store, dispatcher, models, job_ends)
     # Only a repository of its own is changed over the API: never the shipped one, nor models
     # a caller handed in.
     owned = model_source is None and settings.model_repository is not None
