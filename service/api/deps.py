@@ -6,9 +6,10 @@ dependency per request."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response, status
 
 from service.auth import authenticate, authenticate_admin
 from service.core.config import Settings
@@ -59,3 +60,34 @@ async def get_admin(
 
 
 AdminDep = Annotated[str, Depends(get_admin)]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a submission route (``POST`` of a job or a batch) works with."""
+
+    request: Request
+    response: Response
+    caller: str | None
+    jobs: JobService
+    settings: Settings
+
+    def answer(self, location: str, finished: bool) -> None:
+        """The resource is at ``location``; 200 when ``finished`` (within ``wait``), else the
+        route's 202."""
+        if finished:
+            self.response.status_code = status.HTTP_200_OK
+        self.response.headers["Location"] = location
+
+
+async def get_submission(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    jobs: JobServiceDep,
+    settings: SettingsDep,
+) -> Submission:
+    return Submission(request, response, caller, jobs, settings)
+
+
+SubmissionDep = Annotated[Submission, Depends(get_submission)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CallerDep, JobServiceDep, SettingsDep
+from service.api.deps import CallerDep, JobServiceDep, SubmissionDep
 from service.api.openapi import BINARY
 from service.api.routes.jobs import ERRORS, submission_route
 from service.schemas import BatchRequest, BatchResource
@@ -27,18 +27,15 @@ router = APIRouter(prefix="/v1", tags=["batches"])
     ),
 )
 async def create_batch(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    jobs: JobServiceDep,
-    settings: SettingsDep,
+    submission: SubmissionDep,
     wait: Annotated[
         float | None,
         Query(ge=0, description="seconds to wait for every item (200 with all results if done)"),
     ] = None,
 ) -> BatchResource:
+    settings, jobs, caller = submission.settings, submission.jobs, submission.caller
     model, options, uploads = await parse_batch_request(
-        request,
+        submission.request,
         settings.max_upload_bytes,
         settings.max_batch_images,
         settings.max_batch_bytes,
@@ -50,9 +47,9 @@ async def create_batch(
     else:
         records = await run_in_threadpool(jobs.batch, batch.id, caller)
     resource = BatchResource.from_records(*records)
-    if wait and resource.status == "finished":
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/batches/{batch.id}"
+    submission.answer(
+        f"/v1/batches/{batch.id}", finished=bool(wait) and resource.status == "finished"
+    )
     return resource
 
 

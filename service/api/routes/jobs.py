@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CallerDep, JobServiceDep, SettingsDep
+from service.api.deps import CallerDep, JobServiceDep, SubmissionDep
 from service.api.openapi import BINARY, request_body
 from service.schemas import CertifyRequest, ErrorResponse, JobResource
 from service.uploads import parse_certify_request
@@ -55,24 +55,19 @@ def submission_route(
     **submission_route(JobResource, "finished", CertifyRequest, {"file": BINARY}),
 )
 async def certify(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    jobs: JobServiceDep,
-    settings: SettingsDep,
+    submission: SubmissionDep,
     wait: Annotated[
         float | None, Query(ge=0, description="seconds to wait for the result (200 if done)")
     ] = None,
 ) -> JobResource:
+    settings, jobs, caller = submission.settings, submission.jobs, submission.caller
     model, options, upload = await parse_certify_request(
-        request, settings.max_upload_bytes, settings.upload_timeout_seconds
+        submission.request, settings.max_upload_bytes, settings.upload_timeout_seconds
     )
     job = await run_in_threadpool(jobs.submit, model, options, upload, caller)
     if wait:
         job = await jobs.wait_for(job.id, caller, wait)
-        if job.status.is_terminal:
-            response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    submission.answer(f"/v1/jobs/{job.id}", finished=bool(wait) and job.status.is_terminal)
     return JobResource.from_record(job)
 
 
