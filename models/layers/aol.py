@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.base import ZeroPaddedConvolution
+from models.layers.base import ZeroPaddedConvolution, to_channels_last
 from models.lipschitz_bounds import float32_cast_margin
 
 
@@ -36,6 +36,8 @@ class AOLConv2d(ZeroPaddedConvolution):
     :func:`models.layers.fast_training` rescale in the weight's own dtype instead (no margin,
     not certified: the bound is always that of :meth:`effective_weight`).
     """
+
+    constant_bound = 1.0
 
     def __init__(
         self,
@@ -74,19 +76,12 @@ class AOLConv2d(ZeroPaddedConvolution):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.takes_training_shortcuts():
-            kernel = self.training_kernel()
+            kernel, x = self.training_kernel(), to_channels_last(x)
         else:
             kernel = self.cached_when_frozen(self.effective_weight)
-        return F.conv2d(
-            x,
-            kernel,
-            self.bias,
-            stride=self.stride,
-            padding=self.kernel_size // 2,
-        )
-
-    def lipschitz_bound(self) -> float:
-        return 1.0
+        out = F.conv2d(x, kernel, self.bias, stride=self.stride, padding=self.kernel_size // 2)
+        # A one-channel input has no layout of its own: keep the training step channels-last.
+        return to_channels_last(out) if self.takes_training_shortcuts() else out
 
     def extra_repr(self) -> str:
         return (

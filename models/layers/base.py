@@ -16,6 +16,15 @@ from torch import nn
 from models.layers.omega import OmegaSource
 from models.lipschitz_bounds import product_upper_bound
 
+TensorMap = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` laid out as ``[B, H, W, C]`` in memory (same values, same shape): the layout in
+    which the CPU convolution kernels run fastest, used by the training shortcuts (a copy only
+    when ``x`` is not already in it)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
 
 class LipschitzModule(nn.Module):
     """Base class of the Lipschitz layers; subclasses implement ``lipschitz_bound``."""
@@ -26,8 +35,27 @@ class LipschitzModule(nn.Module):
     fast_training: bool = False
     """Set on every layer of a model inside :func:`fast_training` (never by hand)."""
 
+    constant_bound: float | None = None
+    """The bound of a layer whose construction gives it whatever its parameters and Ω (an
+    AOL convolution, MaxMin, a permutation); layers whose bound depends on the weights they
+    hold leave it ``None`` and override :meth:`lipschitz_bound`."""
+
     def lipschitz_bound(self) -> float:
-        raise NotImplementedError(f"{type(self).__name__} does not state a Lipschitz bound")
+        if self.constant_bound is None:
+            raise NotImplementedError(f"{type(self).__name__} does not state a Lipschitz bound")
+        return self.constant_bound
+
+    def weighted_training_output(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``weight · self(x)`` for a gate's training step (scalar ``weight``); a layer that is
+        linear may fold the weight into its own kernel instead of scaling its output."""
+        return weight * self(x)
+
+    def fused_with(self, following: nn.Module) -> TensorMap | None:
+        """This layer and ``following`` as one map for a training step's shortcut, or ``None``
+        when they do not fuse. The fused map must be the composition ``following ∘ self`` in
+        exact arithmetic; :class:`LipschitzSequential` uses it only in a forward pass that
+        takes the training shortcuts."""
+        return None
 
     def takes_training_shortcuts(self) -> bool:
         """True in a forward pass that records gradients inside :func:`fast_training`: the
@@ -152,8 +180,17 @@ class LipschitzSequential(LipschitzModule):
         self.draws_omega = any(getattr(layer, "draws_omega", False) for layer in named.values())
 
     def forward(self, x: torch.Tensor, omega: OmegaSource | None = None) -> torch.Tensor:
-        for layer in self.layers.values():
-            x = apply_layer(layer, x, omega)
+        layers = list(self.layers.values())
+        shortcuts = self.takes_training_shortcuts()
+        i = 0
+        while i < len(layers):
+            fused = None
+            if shortcuts and i + 1 < len(layers) and isinstance(layers[i], LipschitzModule):
+                fused = layers[i].fused_with(layers[i + 1])
+            if fused is not None:
+                x, i = fused(x), i + 2
+            else:
+                x, i = apply_layer(layers[i], x, omega), i + 1
         return x
 
     def lipschitz_bound(self) -> float:

@@ -10,8 +10,7 @@ from models.layers.base import LipschitzModule
 class Flatten(LipschitzModule):
     """``[B, C, H, W] → [B, C·H·W]``. Bound: 1 (a reshape)."""
 
+    constant_bound = 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
-
-    def lipschitz_bound(self) -> float:
-        return 1.0

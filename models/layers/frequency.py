@@ -9,18 +9,16 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.layers.aol import AOLConv2d
-from models.layers.base import LipschitzModule
+from models.layers.base import LipschitzModule, to_channels_last
 from models.lipschitz_bounds import (
     float32_cast_margin,
     matrix_spectral_norm_bound,
     product_upper_bound,
 )
-
-DENSE_DCT_MAX_SIZE = 144
-"""Largest ``H·W`` whose training steps apply the 2-D DCT filter as one dense matrix."""
 
 
 def orthonormal_dct_matrix(n: int) -> torch.Tensor:
@@ -47,8 +45,8 @@ class FrequencyFilter(LipschitzModule):
 
     Bound: ``‖C_h‖² · ‖C_w‖² · max(mask) · 1`` with the matrix norms certified in float64 for
     the float32 matrices used (each ≤ 1). Training steps inside
-    :func:`models.layers.fast_training` on maps of at most :data:`DENSE_DCT_MAX_SIZE` pixels
-    apply the same filter as one dense matrix (not certified; the bound is the one above).
+    :func:`models.layers.fast_training` apply the same filter to channels-last maps (not
+    certified; the bound is the one above).
     """
 
     def __init__(self, channels: int, input_size: tuple[int, int]) -> None:
@@ -59,9 +57,6 @@ class FrequencyFilter(LipschitzModule):
         # Deterministic from the input size: not part of the saved state.
         self.register_buffer("dct_h", dct_h, persistent=False)
         self.register_buffer("dct_w", dct_w, persistent=False)
-        # Training steps on small maps: the 2-D DCT as one (HW × HW) matrix, C_h ⊗ C_w.
-        dense = torch.kron(dct_h, dct_w) if h * w <= DENSE_DCT_MAX_SIZE else None
-        self.register_buffer("dct_hw", dense, persistent=False)
         # Start close to the identity filter (mask ≈ 0.88 everywhere).
         self.mask_logits = nn.Parameter(torch.full((h, w), 2.0))
         self.mix = AOLConv2d(channels, channels, kernel_size=1, bias=False)
@@ -70,19 +65,40 @@ class FrequencyFilter(LipschitzModule):
         return torch.sigmoid(self.mask_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dct_hw is not None and self.takes_training_shortcuts():
-            return self.mix(self._dense_filter(x))
+        if self.takes_training_shortcuts():
+            return self.mix(self._channels_last_filter(x))
         spectrum = self.dct_h @ x @ self.dct_w.T
         filtered = self.dct_h.T @ (self.mask() * spectrum) @ self.dct_w
         return self.mix(filtered)
 
-    def _dense_filter(self, x: torch.Tensor) -> torch.Tensor:
-        """The same filter as one product with ``(C_h ⊗ C_w)ᵀ diag(mask) (C_h ⊗ C_w)`` over
-        every image and channel (a training step's shortcut on small maps, where many tiny
-        batched products cost more than one larger one)."""
+    def weighted_training_output(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``weight · self(x)`` with the weight folded into the 1×1 mixing kernel (the filter is
+        linear): no full-size product, forward or backward (a training step's shortcut)."""
+        if not self.takes_training_shortcuts():
+            return weight * self(x)
+        mix = self.mix
+        bias = None if mix.bias is None else weight * mix.bias
+        return F.conv2d(
+            self._channels_last_filter(x),
+            weight * mix.training_kernel(),
+            bias,
+            stride=mix.stride,
+            padding=mix.kernel_size // 2,
+        )
+
+    def _channels_last_filter(self, x: torch.Tensor) -> torch.Tensor:
+        """The same filter on the channels-last layout ``[B, H, W, C]`` that the training
+        shortcuts' convolutions prefer: each 1-D transform is a product over the rows of
+        ``[B·H, W, C]`` or ``[B, H, W·C]``, and the result stays channels-last for the 1×1
+        mixing (a training step's shortcut)."""
         b, c, h, w = x.shape
-        operator = (self.dct_hw.T * self.mask().reshape(1, -1)) @ self.dct_hw
-        return (x.reshape(b * c, h * w) @ operator.T).reshape(b, c, h, w)
+        pixels = to_channels_last(x).permute(0, 2, 3, 1)
+        spectrum = torch.matmul(self.dct_w, pixels.reshape(b * h, w, c))
+        spectrum = torch.matmul(self.dct_h, spectrum.view(b, h, w * c)).view(b, h, w, c)
+        filtered = spectrum * self.mask().view(1, h, w, 1)
+        filtered = torch.matmul(self.dct_h.T, filtered.view(b, h, w * c))
+        filtered = torch.matmul(self.dct_w.T, filtered.view(b * h, w, c))
+        return filtered.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def lipschitz_bound(self) -> float:
         max_mask = float(self.mask().detach().max())

@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.base import LipschitzModule, ZeroPaddedConvolution, apply_layer
+from models.layers.base import (
+    LipschitzModule,
+    ZeroPaddedConvolution,
+    apply_layer,
+    to_channels_last,
+)
 from models.layers.omega import OmegaSource
 from models.lipschitz_bounds import ceil_to_float, convex_weights
 
@@ -68,8 +73,10 @@ class ConvexGate(LipschitzModule):
     """``Σ_i w_i f_i(x) + b`` with ``w = softmax(g)`` over scalar logits, one per branch.
 
     Bound: ``Σ_i w_i L_i`` (exact arithmetic on the float32 weights, which sum to ≤ 1).
-    Training steps inside :func:`models.layers.fast_training` take the plain softmax and run
-    the convolution branches of one geometry as one convolution with kernel ``Σ w_i K_i``.
+    Training steps inside :func:`models.layers.fast_training` take the plain softmax, run
+    the convolution branches of one geometry as one convolution with kernel ``Σ w_i K_i``, and
+    let the other branches fold their weight into their own (see
+    :meth:`LipschitzModule.weighted_training_output`).
     """
 
     def __init__(self, branches: list[LipschitzModule], out_channels: int) -> None:
@@ -114,10 +121,16 @@ class ConvexGate(LipschitzModule):
         if kernel is None:
             out = bias.view(1, -1, 1, 1)
         else:
-            out = F.conv2d(x, kernel, bias, stride=geometry[1], padding=geometry[0] // 2)
+            out = F.conv2d(
+                to_channels_last(x), kernel, bias, stride=geometry[1], padding=geometry[0] // 2
+            )
         for i, branch in enumerate(self.branches):
-            if i not in convolutions:
+            if i in convolutions:
+                continue
+            if getattr(branch, "draws_omega", False):
                 out = torch.addcmul(out, w[i], apply_layer(branch, x, omega))
+            else:
+                out = out + branch.weighted_training_output(x, w[i])
         return out
 
     def lipschitz_bound(self) -> float:
