@@ -2,13 +2,15 @@
 
     python bench/bench_training_step.py [--shape 1,28,28] [--batch 64] [--repeats 20]
                                         [--threads 1] [--profile-steps 5]
+                                        [--cnn-channels-last] [--certified-steps]
 
 Both networks take the step of ``models.training.trainer.training_step`` inside
 ``models.layers.fast_training`` (as ``hycas train`` does) on the same batch, with the same
 thread count, alternating in one process: HyCAS with the shipped recipe's
 objective (noise σ = 0.25, margin term λ = 0.15, r = 0.75: two forward passes), the plain
 CNN with noise only (it has no bound, so no margin term), Adam for both. Prints the median
-step times and their ratio, then a torch.profiler breakdown of the HyCAS step by layer
+step times and their ratio (wall clock and CPU time of this process, the steadier figure
+on a shared machine), then a torch.profiler breakdown of the HyCAS step by layer
 family: each family's forward ops and the backward ops autograd runs for them (matched by
 sequence number), self CPU time. ``--certified-steps`` adds HyCAS steps outside
 ``fast_training`` (the float64 derived weights of certification in every step).
@@ -27,24 +29,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from models import build_hycas
+from models import build_hycas, layers
 from models.baselines import PlainCNN, build_plain_cnn
-from models.layers import (
-    AdditiveSkip,
-    AOLConv2d,
-    ConvexGate,
-    ConvexResidual,
-    Flatten,
-    FrequencyFilter,
-    InvertibleDownsample,
-    MaxMin,
-    NormalizedLinear,
-    RandomProjectionConv2d,
-    ScaledAvgPool2d,
-    Standardize,
-    StochasticAttention,
-    fast_training,
-)
 from models.training.losses import margin_offset
 from models.training.trainer import TrainingSettings, training_step
 
@@ -54,19 +40,19 @@ HYCAS_SETTINGS = TrainingSettings(
 CNN_SETTINGS = TrainingSettings(sigma=0.25, logit_scale=1.0, margin_weight=0.0)
 
 FAMILIES: dict[type, str] = {
-    AOLConv2d: "AOL convolutions",
-    RandomProjectionConv2d: "random projection",
-    FrequencyFilter: "frequency branch (DCT, mask)",
-    StochasticAttention: "attention noise",
-    ConvexGate: "gates and residuals",
-    ConvexResidual: "gates and residuals",
-    AdditiveSkip: "gates and residuals",
-    MaxMin: "MaxMin",
-    NormalizedLinear: "head",
-    ScaledAvgPool2d: "standardize, pooling, reshapes",
-    Flatten: "standardize, pooling, reshapes",
-    Standardize: "standardize, pooling, reshapes",
-    InvertibleDownsample: "standardize, pooling, reshapes",
+    layers.AOLConv2d: "AOL convolutions",
+    layers.RandomProjectionConv2d: "random projection",
+    layers.FrequencyFilter: "frequency branch (DCT, mask)",
+    layers.StochasticAttention: "attention noise",
+    layers.ConvexGate: "gates and residuals",
+    layers.ConvexResidual: "gates and residuals",
+    layers.AdditiveSkip: "gates and residuals",
+    layers.MaxMin: "MaxMin",
+    layers.NormalizedLinear: "head",
+    layers.ScaledAvgPool2d: "standardize, pooling, reshapes",
+    layers.Flatten: "standardize, pooling, reshapes",
+    layers.Standardize: "standardize, pooling, reshapes",
+    layers.InvertibleDownsample: "standardize, pooling, reshapes",
     nn.Conv2d: "convolutions",
     nn.Linear: "linear layers",
     nn.ReLU: "ReLU, pooling",
@@ -74,15 +60,20 @@ FAMILIES: dict[type, str] = {
     nn.AdaptiveAvgPool2d: "ReLU, pooling",
 }
 DERIVED_WEIGHTS: dict[type, tuple[str, tuple[str, ...]]] = {
-    AOLConv2d: ("AOL rescaling (derived weights)", ("effective_weight", "training_kernel")),
-    NormalizedLinear: (
+    layers.AOLConv2d: (
+        "AOL rescaling (derived weights)",
+        ("effective_weight", "training_kernel"),
+    ),
+    layers.NormalizedLinear: (
         "head normalisation (derived weights)",
         ("effective_weight", "training_weight"),
     ),
 }
 """Layers whose derived-weight methods (certified, shortcut) are timed apart from the rest of
 their forward pass. With the shortcuts, a gate's merged convolution (AOL and random projection
-in one) counts under gates."""
+in one) counts under gates, an invertible downsampling fused with the 1×1 AOL convolution after
+it (one strided convolution) under AOL convolutions, and a frequency branch whose gate weight is
+folded into its mixing kernel under the frequency branch."""
 
 
 def _labelled(fn: Callable, label: str) -> Callable:
@@ -93,12 +84,27 @@ def _labelled(fn: Callable, label: str) -> Callable:
     return run
 
 
+def _labelled_fusion(fused_with: Callable, label: str) -> Callable:
+    def fuse(following):
+        fused = fused_with(following)
+        return None if fused is None else _labelled(fused, label)
+
+    return fuse
+
+
 def label_families(model: nn.Module) -> None:
-    """Wrap each module's forward (and derived-weight method) in a profiler range."""
+    """Wrap each module's forward (and derived-weight method, and the fused map of a training
+    shortcut) in a profiler range."""
     for module in model.modules():
         family = FAMILIES.get(type(module))
         if family is not None:
             module.forward = _labelled(module.forward, "family: " + family)
+        if isinstance(module, layers.InvertibleDownsample):
+            module.fused_with = _labelled_fusion(module.fused_with, "family: AOL convolutions")
+        if isinstance(module, layers.FrequencyFilter):
+            module.weighted_training_output = _labelled(
+                module.weighted_training_output, "family: " + FAMILIES[type(module)]
+            )
         label, methods = DERIVED_WEIGHTS.get(type(module), ("", ()))
         for method in methods:
             setattr(module, method, _labelled(getattr(module, method), "family: " + label))
@@ -153,9 +159,10 @@ class Stepper:
         bound = model.lipschitz_bound() if settings.margin_weight > 0 else None
         self.offset = 0.0 if bound is None else margin_offset(settings.margin_radius, bound)
 
-    def step(self) -> float:
-        start = time.perf_counter()
-        with fast_training(self.model) if self.shortcuts else nullcontext():
+    def step(self) -> tuple[float, float]:
+        """One step; returns its wall-clock and its CPU seconds (this process)."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with layers.fast_training(self.model) if self.shortcuts else nullcontext():
             training_step(
                 self.model,
                 self.optimizer,
@@ -165,7 +172,7 @@ class Stepper:
                 offset=self.offset,
                 generator=self.generator,
             )
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def main() -> None:
@@ -180,6 +187,11 @@ def main() -> None:
         action="store_true",
         help="also time HyCAS steps without fast_training (float64 derived weights each step)",
     )
+    parser.add_argument(
+        "--cnn-channels-last",
+        action="store_true",
+        help="also time the plain CNN with its weights and batch channels-last",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -192,6 +204,11 @@ def main() -> None:
         "plain CNN (noise)": Stepper(build_plain_cnn(shape, 10), CNN_SETTINGS, x, y),
         "HyCAS (noise + margin)": Stepper(build_hycas(shape, 10), HYCAS_SETTINGS, x, y),
     }
+    if args.cnn_channels_last:
+        cnn = build_plain_cnn(shape, 10).to(memory_format=torch.channels_last)
+        steppers["plain CNN, channels-last"] = Stepper(
+            cnn, CNN_SETTINGS, x.contiguous(memory_format=torch.channels_last), y
+        )
     if args.certified_steps:
         steppers["HyCAS, certified weights each step"] = Stepper(
             build_hycas(shape, 10), HYCAS_SETTINGS, x, y, shortcuts=False
@@ -200,20 +217,22 @@ def main() -> None:
         f"shape={shape} batch={args.batch} threads={torch.get_num_threads()} "
         f"repeats={args.repeats} torch={torch.__version__}"
     )
-    times: dict[str, list[float]] = {name: [] for name in steppers}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steppers}
     for _ in range(3):
         for stepper in steppers.values():
             stepper.step()
     for _ in range(args.repeats):
         for name, stepper in steppers.items():
             times[name].append(stepper.step())
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    cnn = medians["plain CNN (noise)"]
-    print(f"{'step':<36} {'median ms':>10} {'min ms':>8} {'vs CNN':>8}")
+    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    cpu = {name: statistics.median(c for _, c in t) for name, t in times.items()}
+    reference = "plain CNN (noise)"
+    print(f"{'step':<36} {'median ms':>10} {'min ms':>8} {'vs CNN':>8} {'CPU ms':>8} {'vs CNN':>8}")
     for name, t in times.items():
         print(
-            f"{name:<36} {medians[name] * 1e3:>10.1f} {min(t) * 1e3:>8.1f} "
-            f"{medians[name] / cnn:>7.2f}x"
+            f"{name:<36} {wall[name] * 1e3:>10.1f} {min(w for w, _ in t) * 1e3:>8.1f} "
+            f"{wall[name] / wall[reference]:>7.2f}x {cpu[name] * 1e3:>8.1f} "
+            f"{cpu[name] / cpu[reference]:>7.2f}x"
         )
 
     for name, stepper in steppers.items():
