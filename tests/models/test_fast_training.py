@@ -47,12 +47,21 @@ def test_shortcuts_compute_the_certified_function_and_never_its_bound():
     assert not any(m.fast_training for m in model.modules() if isinstance(m, LipschitzModule))
 
 
-def test_shortcut_gradients_match_the_certified_ones():
+def omega_of(kind: str) -> dict:
+    """One Ω for the whole batch (frozen), or one per sample drawn from a generator (as in
+    training); the same arguments give the same Ω."""
+    if kind == "frozen":
+        return {"omega_seed": 1}
+    return {"generator": torch.Generator().manual_seed(1)}
+
+
+@pytest.mark.parametrize("omega", ["frozen", "per sample"])
+def test_shortcut_gradients_match_the_certified_ones(omega):
     shortcut, certified = small_hycas(), small_hycas()
     x = torch.rand(6, 1, 8, 8)
     with fast_training(shortcut):
-        shortcut(x, omega_seed=1).square().sum().backward()
-    certified(x, omega_seed=1).square().sum().backward()
+        shortcut(x, **omega_of(omega)).square().sum().backward()
+    certified(x, **omega_of(omega)).square().sum().backward()
     for (name, p), q in zip(shortcut.named_parameters(), certified.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
 
