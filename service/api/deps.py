@@ -38,14 +38,18 @@ async def get_job_service(runtime: RuntimeDep) -> JobService:
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
 
 
-async def get_caller(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="an API key, when keys are set")] = None,
-) -> str | None:
+APIKeyHeader = Annotated[str | None, Header(description="an API key, when keys are set")]
+
+
+def caller_of(settings: Settings, x_api_key: str | None) -> str | None:
     """The caller's owner id (SHA-256 of the key); ``None`` when the API has no keys. Admin
     keys are keys too, where the API has keys."""
     keys = settings.api_keys + settings.admin_api_keys if settings.api_keys else ()
     return authenticate(x_api_key, keys)
+
+
+async def get_caller(request: Request, x_api_key: APIKeyHeader = None) -> str | None:
+    return caller_of(request.app.state.runtime.settings, x_api_key)
 
 
 CallerDep = Annotated[str | None, Depends(get_caller)]
@@ -81,13 +85,13 @@ class Submission:
 
 
 async def get_submission(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    jobs: JobServiceDep,
-    settings: SettingsDep,
+    request: Request, response: Response, x_api_key: APIKeyHeader = None
 ) -> Submission:
-    return Submission(request, response, caller, jobs, settings)
+    """One dependency with no dependencies of its own (each level costs FastAPI a resolution
+    per request): the caller is checked before the body is read."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    caller = caller_of(runtime.settings, x_api_key)
+    return Submission(request, response, caller, runtime.jobs, runtime.settings)
 
 
 SubmissionDep = Annotated[Submission, Depends(get_submission)]
