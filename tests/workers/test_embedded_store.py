@@ -89,28 +89,22 @@ def test_a_batch_waiter_wakes_only_once_every_job_ended(store):
     assert [job.status for job in jobs] == [JobStatus.SUCCEEDED, JobStatus.FAILED]
 
 
+def wait_alone(store: SignallingJobStore, job_id: str, seconds: float) -> JobRecord | None:
+    """Wait for ``job_id`` with nothing else happening (at most 5 s of real time)."""
+    waiting = wait_until(store.job_ends, [job_id], lambda: store.get_job(job_id), ended, seconds)
+    return asyncio.run(asyncio.wait_for(waiting, 5))
+
+
 def test_an_end_written_before_the_wait_is_read_at_once(store):
     job = job_record()
     store.create_job(job)
     store.update_job(job.id, to(JobStatus.SUCCEEDED))
-
-    async def wait() -> list[JobRecord | None]:
-        return await wait_until(
-            store.job_ends, [job.id], lambda: store.get_jobs([job.id]), lambda j: ended(j[0]), 30
-        )
-
-    assert asyncio.run(asyncio.wait_for(wait(), 5))[0].status is JobStatus.SUCCEEDED
+    assert wait_alone(store, job.id, 30).status is JobStatus.SUCCEEDED
 
 
 def test_a_job_still_running_after_the_wait_is_returned_as_it_is(store):
     job = job_record()
     store.create_job(job)
     store.update_job(job.id, to(JobStatus.RUNNING))
-
-    async def wait() -> list[JobRecord | None]:
-        return await wait_until(
-            store.job_ends, [job.id], lambda: store.get_jobs([job.id]), lambda j: ended(j[0]), 0.05
-        )
-
-    assert asyncio.run(asyncio.wait_for(wait(), 5))[0].status is JobStatus.RUNNING
+    assert wait_alone(store, job.id, 0.05).status is JobStatus.RUNNING
     assert not store.job_ends._waiters
