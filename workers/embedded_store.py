@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
 from workers.jobs import JobRecord
-from workers.store import InMemoryJobStore, JobChange, JobClaim, StoreLifetimes
+from workers.store import InMemoryJobStore, JobWritePlan, StoreLifetimes
 
 FALLBACK_POLL_SECONDS = 0.5
 """The longest a waiting request goes without rereading its jobs, signal or not."""
@@ -98,21 +98,9 @@ class SignallingJobStore(InMemoryJobStore):
         super().__init__(lifetimes, clock)
         self.job_ends = JobEndSignals()
 
-    def _signal(self, job_id: str, job: JobRecord | None) -> JobRecord | None:
+    def _apply(self, job_id: str, plan: JobWritePlan) -> JobRecord | None:
+        # Every job update (an update, an update of an unheld job, a claim) is one _apply.
+        job = super()._apply(job_id, plan)
         if job is not None and job.status.is_terminal:
             self.job_ends.ended(job_id)
         return job
-
-    def update_job(
-        self, job_id: str, change: JobChange, *, drop_heartbeat: bool = False
-    ) -> JobRecord | None:
-        job = super().update_job(job_id, change, drop_heartbeat=drop_heartbeat)
-        return self._signal(job_id, job)
-
-    def update_unheld_job(self, job_id: str, change: JobChange) -> JobRecord | None:
-        return self._signal(job_id, super().update_unheld_job(job_id, change))
-
-    def claim_job(
-        self, job_id: str, claim: JobClaim, holder: str, ttl_seconds: float
-    ) -> JobRecord | None:
-        return self._signal(job_id, super().claim_job(job_id, claim, holder, ttl_seconds))

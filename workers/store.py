@@ -204,7 +204,7 @@ return 0
 
 
 @dataclass(frozen=True)
-class _JobWrite:
+class JobWrite:
     """What one transaction writes: the new record and, with it, the job's heartbeat and its
     place in the index of unfinished jobs."""
 
@@ -217,7 +217,8 @@ class _JobWrite:
     """Delete the heartbeat (when no lease is set)."""
 
 
-_WritePlan = Callable[[JobRecord, str | None], _JobWrite | None]
+JobWritePlan = Callable[[JobRecord, str | None], JobWrite | None]
+"""Given the stored record and its heartbeat's holder, what to write (``None``: nothing)."""
 
 
 class _JobTransactions:
@@ -225,7 +226,7 @@ class _JobTransactions:
     which reads the record and its heartbeat's holder atomically, asks the plan what to
     write, and writes it (record, heartbeat, index) in the same transaction."""
 
-    _apply: Callable[[str, _WritePlan], JobRecord | None]
+    _apply: Callable[[str, JobWritePlan], JobRecord | None]
 
     def _transact(
         self,
@@ -235,12 +236,12 @@ class _JobTransactions:
         lease: tuple[str, float] | None = None,
         drop_heartbeat: bool = False,
     ) -> JobRecord | None:
-        def plan(current: JobRecord, holder: str | None) -> _JobWrite | None:
+        def plan(current: JobRecord, holder: str | None) -> JobWrite | None:
             changed = change(current, holder)
             if changed is None:
                 return None
             running = lease is not None and changed.status is JobStatus.RUNNING
-            return _JobWrite(
+            return JobWrite(
                 record=changed,
                 ends_job=changed.status.is_terminal and not current.status.is_terminal,
                 lease=lease if running else None,
@@ -382,7 +383,7 @@ class RedisJobStore(_JobTransactions):
         values = self.client.mget([self._job_key(job_id) for job_id in job_ids])
         return [None if v is None else JobRecord.model_validate_json(v) for v in values]
 
-    def _apply(self, job_id: str, plan: _WritePlan) -> JobRecord | None:
+    def _apply(self, job_id: str, plan: JobWritePlan) -> JobRecord | None:
         key = self._job_key(job_id)
         heartbeat = self._heartbeat_key(job_id)
         with self.client.pipeline() as pipe:
@@ -548,7 +549,7 @@ class InMemoryJobStore(_JobTransactions):
         with self._lock:
             return [self._get(f"job:{job_id}") for job_id in job_ids]  # type: ignore[misc]
 
-    def _apply(self, job_id: str, plan: _WritePlan) -> JobRecord | None:
+    def _apply(self, job_id: str, plan: JobWritePlan) -> JobRecord | None:
         with self._lock:
             current: JobRecord | None = self._get(f"job:{job_id}")  # type: ignore[assignment]
             if current is None:
