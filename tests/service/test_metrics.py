@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,14 +59,23 @@ def test_metrics_after_a_job(client):
         json={"model": SMALL_MODEL_ID, "image": np.full((8, 8), 0.3).tolist(), "n": 120, "n0": 8},
     )
     assert response.status_code == 200 and response.json()["status"] == "succeeded"
-    families = scrape(client)
+    # The runner records a job's metrics just after writing its end, and a waiting request
+    # wakes at that write: a scrape at once may precede them by a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        families = scrape(client)
+        family = families.get("hycas_noisy_samples")
+        samples = (
+            0.0
+            if family is None
+            else sample_value(family, "hycas_noisy_samples_total", model=SMALL_MODEL_ID)
+        )
+        if samples - samples_before >= 128 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     for name, kind in EXPECTED_TYPES.items():
         assert name in families, name
         assert families[name].type == kind, name
-
-    samples = sample_value(
-        families["hycas_noisy_samples"], "hycas_noisy_samples_total", model=SMALL_MODEL_ID
-    )
     assert samples - samples_before == 128
     # The batcher saw them too, and the margin certificate's one frozen draw.
     assert (
