@@ -56,6 +56,7 @@ import torch
 from certify.classifier import declared_lipschitz_bound, is_stochastic
 from certify.sampling import CancellationCheck, CertificationCancelled, model_device
 from models.layers import LipschitzModule
+from models.layers.base import same_values
 from models.protocol import refuse_two_omega_sources
 from workers import metrics
 
@@ -85,13 +86,6 @@ def _tensors_of(network: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     return tuple(t.detach() for t in (*network.parameters(), *network.buffers()))
 
 
-def _same_values(snapshot: tuple[torch.Tensor, ...], tensors: tuple[torch.Tensor, ...]) -> bool:
-    return len(snapshot) == len(tensors) and all(
-        s.dtype == t.dtype and s.device == t.device and s.shape == t.shape and torch.equal(s, t)
-        for s, t in zip(snapshot, tensors, strict=True)
-    )
-
-
 def network_lipschitz_bound(network: Any) -> float | None:
     """The network's declared ``lipschitz_bound()``, computed once per set of weights.
 
@@ -108,11 +102,11 @@ def network_lipschitz_bound(network: Any) -> float | None:
     tensors = _tensors_of(network)
     with _BOUNDS_LOCK:
         cached = _BOUNDS.get(network)
-    if cached is not None and _same_values(cached[0], tensors):
+    if cached is not None and same_values(cached[0], tensors):
         return cached[1]
     snapshot = tuple(t.clone() for t in tensors)
     bound = declared_lipschitz_bound(network)
-    if bound is not None and _same_values(snapshot, _tensors_of(network)):
+    if bound is not None and same_values(snapshot, _tensors_of(network)):
         with _BOUNDS_LOCK:
             _BOUNDS[network] = (snapshot, bound)
     return bound
