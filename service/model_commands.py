@@ -375,6 +375,12 @@ def add_model_commands(sub: Any) -> None:
     train.add_argument("--logit-scale", type=float, help="t: logits × t before the softmax")
     train.add_argument("--margin-weight", type=float, help="λ in [0, 1] (default 0: none)")
     train.add_argument("--margin-radius", type=float, help="r, the radius the margin aims at")
+    train.add_argument(
+        "--margin-inputs",
+        choices=("clean", "noisy"),
+        help="the margin term on the clean inputs (default: a second batch per step) or on "
+        "the noisy ones (the same forward pass as the noise term: about half the step)",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument(
         "--beta-floor",

@@ -36,6 +36,9 @@ from models.layers import ConvexGate, ConvexResidual, fast_training
 from models.protocol import CertifiableModel
 from models.training.losses import margin_cross_entropy, margin_offset
 
+MARGIN_INPUTS = ("clean", "noisy")
+"""The inputs the margin term can be taken on (:attr:`TrainingSettings.margin_inputs`)."""
+
 
 @dataclass(frozen=True)
 class TrainingSettings:
@@ -58,6 +61,11 @@ class TrainingSettings:
     """Least residual mix ``β`` of every hybrid block, kept after each step (0: none)."""
     gate_floor: float = 0.0
     """Least weight of every branch of every gate, kept after each step (0: none)."""
+    margin_inputs: str = "clean"
+    """What the margin term is taken on: ``"clean"`` (the inputs themselves, a second batch
+    through the network each step) or ``"noisy"`` (the noisy inputs of the cross-entropy term,
+    the same forward pass: half the step's work). Either way it is a training objective only;
+    margin certificates are computed at the clean input with the certified bound."""
 
     def __post_init__(self) -> None:
         if not self.sigma >= 0:
@@ -72,6 +80,11 @@ class TrainingSettings:
             raise ValueError(f"margin_weight must lie in [0, 1], got {self.margin_weight}")
         if not self.margin_radius >= 0:
             raise ValueError(f"margin_radius must be ≥ 0, got {self.margin_radius}")
+        if self.margin_inputs not in MARGIN_INPUTS:
+            raise ValueError(
+                f"margin_inputs must be one of {', '.join(MARGIN_INPUTS)}, "
+                f"got {self.margin_inputs!r}"
+            )
         if not 0.0 <= self.beta_floor <= 1.0 or not 0.0 <= self.gate_floor <= 1.0:
             raise ValueError(
                 f"beta_floor and gate_floor must lie in [0, 1], got {self.beta_floor}, "
@@ -95,6 +108,12 @@ class TrainingSettings:
             )
         if lam == 0:
             return f"{noise}; Ω fresh per sample{floors}"
+        if self.margin_inputs == "noisy":
+            return (
+                f"{1 - lam:g}·{noise} + {lam:g}·CE({t:g}·(s(x + ε; Ω) − √2·L·{r:g}·e_y), y); "
+                f"Ω fresh per sample, the same noisy logits in both terms; "
+                f"L the certified bound{floors}"
+            )
         return (
             f"{1 - lam:g}·{noise} + {lam:g}·CE({t:g}·(s(x; Ω′) − √2·L·{r:g}·e_y), y); "
             f"Ω, Ω′ fresh per sample; L the certified bound{floors}"
@@ -128,19 +147,26 @@ def training_step(
     of the module docstring with the margin ``offset`` (``√2·L·r``), one optimizer step.
     Returns the loss and the noisy logits, both detached.
 
-    The noisy and the clean inputs of the margin term go through the network as one batch
-    (each sample with its own Ω), so the derived weights are computed once per step.
+    With ``margin_inputs="clean"`` the noisy and the clean inputs of the margin term go
+    through the network as one batch (each sample with its own Ω), so the derived weights are
+    computed once per step; with ``"noisy"`` the margin term reuses the noisy logits.
     """
     noise = torch.randn(x.shape, generator=generator, device=x.device)
     noisy = x + settings.sigma * noise
-    if settings.margin_weight > 0:
-        noisy_logits, clean_logits = model(torch.cat((noisy, x)), generator=generator).split(len(x))
+    margin_logits = None
+    if settings.margin_weight > 0 and settings.margin_inputs == "clean":
+        noisy_logits, margin_logits = model(torch.cat((noisy, x)), generator=generator).split(
+            len(x)
+        )
     else:
         noisy_logits = model(noisy, generator=generator)
     loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
     if settings.margin_weight > 0:
         margin_loss = margin_cross_entropy(
-            clean_logits, y, offset=offset, logit_scale=settings.logit_scale
+            noisy_logits if margin_logits is None else margin_logits,
+            y,
+            offset=offset,
+            logit_scale=settings.logit_scale,
         )
         loss = (1 - settings.margin_weight) * loss + settings.margin_weight * margin_loss
     optimizer.zero_grad(set_to_none=True)

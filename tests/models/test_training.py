@@ -116,6 +116,34 @@ def test_training_draws_a_fresh_omega_for_every_sample(digits_subset):
         assert not torch.allclose(first, second)
 
 
+def test_margin_on_noisy_inputs_takes_one_forward_pass_and_both_terms_from_it(digits_subset):
+    settings = TrainingSettings(
+        sigma=0.25, epochs=1, batch_size=3, margin_weight=0.4, margin_inputs="noisy"
+    )
+    model, subset = small_model(), copies_of_one_image(digits_subset, 3)
+    passes = first_step_logits(copy.deepcopy(model), subset, settings)
+    assert len(passes) == 1 and passes[0].shape == (3, 10)
+    # The loss of that step: both terms from the same noisy logits, the margin's offset from
+    # the certified bound.
+    logits, labels = passes[0], subset.labels[:3]
+    offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
+    noise_term = margin_cross_entropy(logits, labels, offset=0.0, logit_scale=10.0)
+    margin_term = margin_cross_entropy(logits, labels, offset=offset, logit_scale=10.0)
+    run = train_classifier(copy.deepcopy(model), subset, settings, progress=False)
+    expected = 0.6 * noise_term + 0.4 * margin_term
+    assert run.epoch_losses[0] == pytest.approx(float(expected), rel=1e-5)
+    assert "s(x + ε; Ω) − √2·L" in settings.loss_formula()
+
+
+def test_margin_inputs_must_be_clean_or_noisy():
+    with pytest.raises(ValueError, match="margin_inputs"):
+        TrainingSettings(margin_inputs="both")
+    args = build_parser().parse_args(
+        ["train", "--model-id", "m", "--margin-weight", "0.1", "--margin-inputs", "noisy"]
+    )
+    assert training_request_from(args).training.margin_inputs == "noisy"
+
+
 def test_training_omega_is_fixed_by_the_seed_not_the_global_generator(digits_subset):
     model, twins = small_model(), copies_of_one_image(digits_subset, 4)
     draws = []
