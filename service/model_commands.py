@@ -381,6 +381,12 @@ def add_model_commands(sub: Any) -> None:
         help="the margin term on the clean inputs (default: a second batch per step) or on "
         "the noisy ones (the same forward pass as the noise term: about half the step)",
     )
+    train.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="forward passes of training (default float32); bfloat16: mixed precision for "
+        "GPUs, weights and certification stay float32",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument(
         "--beta-floor",

@@ -23,6 +23,7 @@ loading).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -38,6 +39,8 @@ from models.training.losses import margin_cross_entropy, margin_offset
 
 MARGIN_INPUTS = ("clean", "noisy")
 """The inputs the margin term can be taken on (:attr:`TrainingSettings.margin_inputs`)."""
+PRECISIONS = ("float32", "bfloat16")
+"""The arithmetic of the training steps' forward passes (:attr:`TrainingSettings.precision`)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class TrainingSettings:
     through the network each step) or ``"noisy"`` (the noisy inputs of the cross-entropy term,
     the same forward pass: half the step's work). Either way it is a training objective only;
     margin certificates are computed at the clean input with the certified bound."""
+    precision: str = "float32"
+    """The training steps' forward passes: ``"float32"``, or ``"bfloat16"`` (mixed precision:
+    ``torch.autocast``, for GPUs with bfloat16 units; on a CPU without them it is slower). The
+    weights, the optimizer, the loss and everything certified stay float32: the bound is
+    computed from the stored float32 weights and certification runs in IEEE float32."""
 
     def __post_init__(self) -> None:
         if not self.sigma >= 0:
@@ -84,6 +92,10 @@ class TrainingSettings:
             raise ValueError(
                 f"margin_inputs must be one of {', '.join(MARGIN_INPUTS)}, "
                 f"got {self.margin_inputs!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if not 0.0 <= self.beta_floor <= 1.0 or not 0.0 <= self.gate_floor <= 1.0:
             raise ValueError(
@@ -154,12 +166,13 @@ def training_step(
     noise = torch.randn(x.shape, generator=generator, device=x.device)
     noisy = x + settings.sigma * noise
     margin_logits = None
-    if settings.margin_weight > 0 and settings.margin_inputs == "clean":
-        noisy_logits, margin_logits = model(torch.cat((noisy, x)), generator=generator).split(
-            len(x)
-        )
-    else:
-        noisy_logits = model(noisy, generator=generator)
+    with _forward_precision(settings.precision, x.device):
+        if settings.margin_weight > 0 and settings.margin_inputs == "clean":
+            noisy_logits, margin_logits = (
+                model(torch.cat((noisy, x)), generator=generator).float().split(len(x))
+            )
+        else:
+            noisy_logits = model(noisy, generator=generator).float()
     loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
     if settings.margin_weight > 0:
         margin_loss = margin_cross_entropy(
@@ -175,6 +188,13 @@ def training_step(
     if settings.floors():
         keep_floors(model, settings)
     return loss.detach(), noisy_logits.detach()
+
+
+def _forward_precision(precision: str, device: torch.device):
+    """The autocast context of a training step's forward pass (none for float32)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, precision))
 
 
 def keep_floors(model: CertifiableModel, settings: TrainingSettings) -> None:

@@ -66,15 +66,28 @@ def test_shortcut_gradients_match_the_certified_ones(omega):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
-@pytest.fixture(scope="module")
-def shortcut_package(tmp_path_factory):
+@pytest.fixture(
+    scope="module",
+    params=[("float32", "clean"), ("bfloat16", "noisy")],
+    ids=["float32, margin on clean inputs", "bfloat16 autocast, margin on noisy inputs"],
+)
+def shortcut_package(request, tmp_path_factory):
     """A few training steps with the shortcuts, pushed hard (large learning rate), packaged
-    and loaded back."""
+    and loaded back: in float32 with the two-batch objective, and in mixed precision
+    (bfloat16 forward passes) with the one-pass objective."""
+    precision, margin_inputs = request.param
     repository = tmp_path_factory.mktemp("repository")
     request = TrainingRequest(
         model_id="digits-fast",
         config={"width": 8},
-        training=TrainingSettings(epochs=1, batch_size=128, learning_rate=0.3, margin_weight=0.5),
+        training=TrainingSettings(
+            epochs=1,
+            batch_size=128,
+            learning_rate=0.3,
+            margin_weight=0.5,
+            margin_inputs=margin_inputs,
+            precision=precision,
+        ),
         evaluation=EvaluationSettings(n0=10, n=20, ensemble=2),
         eval_limit=2,
     )

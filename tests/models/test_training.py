@@ -138,10 +138,23 @@ def test_margin_on_noisy_inputs_takes_one_forward_pass_and_both_terms_from_it(di
 def test_margin_inputs_must_be_clean_or_noisy():
     with pytest.raises(ValueError, match="margin_inputs"):
         TrainingSettings(margin_inputs="both")
-    args = build_parser().parse_args(
-        ["train", "--model-id", "m", "--margin-weight", "0.1", "--margin-inputs", "noisy"]
-    )
-    assert training_request_from(args).training.margin_inputs == "noisy"
+    options = "--model-id m --margin-weight 0.1 --margin-inputs noisy --precision bfloat16"
+    args = build_parser().parse_args(["train", *options.split()])
+    training = training_request_from(args).training
+    assert (training.margin_inputs, training.precision) == ("noisy", "bfloat16")
+
+
+def test_bfloat16_precision_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights(
+    digits_subset,
+):
+    settings = TrainingSettings(epochs=1, batch_size=4, margin_weight=0.3, precision="bfloat16")
+    model = small_model()
+    passes = first_step_logits(model, copies_of_one_image(digits_subset, 4), settings)
+    assert passes and all(p.dtype == torch.bfloat16 for p in passes)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert math.isfinite(model.lipschitz_bound())
+    with pytest.raises(ValueError, match="precision"):
+        TrainingSettings(precision="float16")
 
 
 def test_training_omega_is_fixed_by_the_seed_not_the_global_generator(digits_subset):
