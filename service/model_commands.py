@@ -382,6 +382,12 @@ def add_model_commands(sub: Any) -> None:
         "the noisy ones (the same forward pass as the noise term: about half the step)",
     )
     train.add_argument(
+        "--margin-samples",
+        type=int,
+        help="with clean margin inputs: take the margin term on this many images of each batch "
+        "(a random subset; default: all), so the second batch is that much smaller",
+    )
+    train.add_argument(
         "--precision",
         choices=("float32", "bfloat16"),
         help="forward passes of training (default float32); bfloat16: mixed precision for "

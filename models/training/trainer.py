@@ -69,6 +69,11 @@ class TrainingSettings:
     through the network each step) or ``"noisy"`` (the noisy inputs of the cross-entropy term,
     the same forward pass: half the step's work). Either way it is a training objective only;
     margin certificates are computed at the clean input with the certified bound."""
+    margin_samples: int | None = None
+    """With ``margin_inputs="clean"``: the margin term on the clean inputs of this many images
+    of each batch (the first ones of a shuffled batch: a random subset; an unbiased estimate
+    of the same term), so the second batch through the network is that much smaller; ``None``:
+    all of them."""
     precision: str = "float32"
     """The training steps' forward passes: ``"float32"``, or ``"bfloat16"`` (mixed precision:
     ``torch.autocast``, for GPUs with bfloat16 units; on a CPU without them it is slower). The
@@ -93,6 +98,8 @@ class TrainingSettings:
                 f"margin_inputs must be one of {', '.join(MARGIN_INPUTS)}, "
                 f"got {self.margin_inputs!r}"
             )
+        if self.margin_samples is not None and self.margin_samples < 1:
+            raise ValueError(f"margin_samples must be ≥ 1, got {self.margin_samples}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -126,9 +133,12 @@ class TrainingSettings:
                 f"Ω fresh per sample, the same noisy logits in both terms; "
                 f"L the certified bound{floors}"
             )
+        subset = ""
+        if self.margin_samples is not None:
+            subset = f"; the margin term on {self.margin_samples} images of each batch"
         return (
             f"{1 - lam:g}·{noise} + {lam:g}·CE({t:g}·(s(x; Ω′) − √2·L·{r:g}·e_y), y); "
-            f"Ω, Ω′ fresh per sample; L the certified bound{floors}"
+            f"Ω, Ω′ fresh per sample; L the certified bound{subset}{floors}"
         )
 
 
@@ -166,18 +176,20 @@ def training_step(
     noise = torch.randn(x.shape, generator=generator, device=x.device)
     noisy = x + settings.sigma * noise
     margin_logits = None
+    margin_labels = y
     with _forward_precision(settings.precision, x.device):
         if settings.margin_weight > 0 and settings.margin_inputs == "clean":
-            noisy_logits, margin_logits = (
-                model(torch.cat((noisy, x)), generator=generator).float().split(len(x))
-            )
+            clean = x if settings.margin_samples is None else x[: settings.margin_samples]
+            margin_labels = y[: len(clean)]
+            logits = model(torch.cat((noisy, clean)), generator=generator).float()
+            noisy_logits, margin_logits = logits.split([len(x), len(clean)])
         else:
             noisy_logits = model(noisy, generator=generator).float()
     loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
     if settings.margin_weight > 0:
         margin_loss = margin_cross_entropy(
             noisy_logits if margin_logits is None else margin_logits,
-            y,
+            margin_labels,
             offset=offset,
             logit_scale=settings.logit_scale,
         )

@@ -135,6 +135,25 @@ def test_margin_on_noisy_inputs_takes_one_forward_pass_and_both_terms_from_it(di
     assert "s(x + ε; Ω) − √2·L" in settings.loss_formula()
 
 
+def test_margin_samples_takes_the_margin_term_on_that_many_clean_inputs(digits_subset):
+    settings = TrainingSettings(sigma=0.25, epochs=1, batch_size=4, margin_weight=0.4)
+    model, subset = small_model(), copies_of_one_image(digits_subset, 4)
+    passes = first_step_logits(copy.deepcopy(model), subset, settings)
+    assert passes[0].shape == (8, 10)
+    subset_settings = dataclasses.replace(settings, margin_samples=2)
+    passes = first_step_logits(copy.deepcopy(model), subset, subset_settings)
+    assert len(passes) == 1 and passes[0].shape == (6, 10)
+    logits, labels = passes[0], subset.labels
+    offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
+    noise_term = margin_cross_entropy(logits[:4], labels, offset=0.0, logit_scale=10.0)
+    margin_term = margin_cross_entropy(logits[4:], labels[:2], offset=offset, logit_scale=10.0)
+    run = train_classifier(copy.deepcopy(model), subset, subset_settings, progress=False)
+    assert run.epoch_losses[0] == pytest.approx(float(0.6 * noise_term + 0.4 * margin_term))
+    assert "margin term on 2 images" in subset_settings.loss_formula()
+    with pytest.raises(ValueError, match="margin_samples"):
+        TrainingSettings(margin_samples=0)
+
+
 def test_margin_inputs_must_be_clean_or_noisy():
     with pytest.raises(ValueError, match="margin_inputs"):
         TrainingSettings(margin_inputs="both")
