@@ -27,6 +27,30 @@ def aol_scale(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
 
 
+def _shift_groups(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``k⁴ × (2k−1)²`` 0/1 matrix that sends the pair of kernel positions ``(a, b)``,
+    ``(p, q)`` to their shift ``(a − p, b − q)``."""
+    positions = torch.arange(k, device=device)
+    rows = (positions.view(k, 1, 1, 1) - positions.view(1, 1, k, 1) + k - 1) * (2 * k - 1)
+    columns = positions.view(1, k, 1, 1) - positions.view(1, 1, 1, k) + k - 1
+    shift = (rows + columns).reshape(-1)  # [(a, b, p, q)] → index of (a − p, b − q)
+    return F.one_hot(shift, (2 * k - 1) ** 2).to(dtype)
+
+
+def aol_scale_by_products(weight: torch.Tensor) -> torch.Tensor:
+    """:func:`aol_scale` computed another way (a training step's shortcut): the products of
+    every pair of (input channel, kernel position) columns in one matrix product
+    ``W_flatᵀ W_flat``, then summed per shift into ``P``. The same ``d`` up to rounding, with
+    about half the multiplications of the padded convolution (which multiplies zeros) and in
+    one large matrix product instead of a small convolution."""
+    c_out, c_in, k, _ = weight.shape
+    flat = weight.reshape(c_out, c_in * k * k)
+    products = (flat.T @ flat).view(c_in, k * k, c_in, k * k).transpose(1, 2)
+    gram = products.reshape(c_in * c_in, k**4) @ _shift_groups(k, weight.dtype, weight.device)
+    row_sums = gram.view(c_in, -1).abs().sum(dim=1)
+    return torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
+
+
 class AOLConv2d(ZeroPaddedConvolution):
     """Zero-padded ``k × k`` convolution with AOL rescaling.
 
@@ -72,7 +96,7 @@ class AOLConv2d(ZeroPaddedConvolution):
 
     def training_kernel(self) -> torch.Tensor:
         """The AOL kernel rescaled in the weight's dtype (a training step's shortcut)."""
-        return self.weight * aol_scale(self.weight).view(1, -1, 1, 1)
+        return self.weight * aol_scale_by_products(self.weight).view(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.takes_training_shortcuts():

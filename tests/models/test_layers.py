@@ -31,6 +31,7 @@ from models.layers import (
     Standardize,
     StochasticAttention,
 )
+from models.layers.aol import aol_scale, aol_scale_by_products
 from tests.models.operators import (
     exact_affine_norm,
     max_jacobian_norm,
@@ -79,6 +80,17 @@ def test_aol_conv_bound_holds_for_any_weights(c_in, c_out, kernel, stride, size)
     torch.manual_seed(c_in * 100 + c_out * 10 + kernel)
     layer = AOLConv2d(c_in, c_out, kernel, stride=stride)
     check_affine_any_weights(layer, (c_in, size, size))
+
+
+@pytest.mark.parametrize(("c_out", "c_in", "kernel"), [(4, 4, 3), (3, 6, 1), (5, 2, 5), (8, 8, 3)])
+def test_aol_scale_by_products_is_the_aol_scale(c_out, c_in, kernel):
+    """The training shortcut's scale (one matrix product, summed per shift) is the certified
+    computation's (a padded convolution of the kernel with itself), up to float64 rounding;
+    with a zero input column as well."""
+    torch.manual_seed(c_out * 10 + kernel)
+    weight = torch.randn(c_out, c_in, kernel, kernel, dtype=torch.float64)
+    weight[:, 0] = 0.0
+    torch.testing.assert_close(aol_scale_by_products(weight), aol_scale(weight), rtol=1e-13, atol=0)
 
 
 def test_aol_conv_is_not_vacuous():
