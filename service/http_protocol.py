@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline on each request's line and headers.
+"""uvicorn's HTTP/1.1 protocols with a deadline on each request's line and headers.
 
 uvicorn closes an idle keep-alive connection after a response, but waits forever for the
 first request of a new connection and for headers that stop half-way; each such connection
@@ -6,42 +6,47 @@ counts against its connection cap (``limit_concurrency``), so a few hundred sile
 would lock every client out. Here the request line and headers must arrive within
 ``header_timeout`` seconds of the connection opening (or of the previous response);
 otherwise the connection is closed. The body has its own deadline, kept by the app (408).
+
+Two parsers carry it: ``httptools`` (llhttp, in C: the default when it is installed) and
+``h11`` (pure Python, always there). They differ in speed only; the tests run both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger("service.access")
 
+HTTP_PARSERS = ("auto", "httptools", "h11")
+"""The values of ``HYCAS_HTTP_PARSER``: ``auto`` takes httptools when it is installed."""
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """:class:`H11Protocol` that closes a connection whose next request's headers are late."""
+
+class _HeaderDeadline:
+    """The deadline, for a uvicorn protocol class (``transport``, ``loop``, ``cycle``)."""
 
     header_timeout: float = 60.0
     _header_deadline: asyncio.TimerHandle | None = None
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_deadline()
 
-    def handle_events(self) -> None:
-        previous = self.cycle
-        super().handle_events()
-        if self.cycle is not previous:  # a request's headers arrived: the app has it now
-            self._disarm_header_deadline()
-
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if self._waiting_for_a_request():
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _waiting_for_a_request(self) -> bool:
         return not self.transport.is_closing() and (
@@ -64,8 +69,41 @@ class HeaderDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
-def header_deadline_protocol(header_timeout: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for ``uvicorn.run(http=...)`` with this deadline on headers."""
-    return type(
-        "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": header_timeout}
-    )
+class HeaderDeadlineProtocol(_HeaderDeadline, H11Protocol):
+    """:class:`H11Protocol` that closes a connection whose next request's headers are late."""
+
+    def handle_events(self) -> None:
+        previous = self.cycle
+        super().handle_events()
+        if self.cycle is not previous:  # a request's headers arrived: the app has it now
+            self._disarm_header_deadline()
+
+
+def _httptools_protocol() -> type:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HttpToolsHeaderDeadlineProtocol(_HeaderDeadline, HttpToolsProtocol):
+        """:class:`HttpToolsProtocol` that closes a connection whose next request's headers
+        are late."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._disarm_header_deadline()  # the app has the request (or it is queued)
+
+    return HttpToolsHeaderDeadlineProtocol
+
+
+def httptools_installed() -> bool:
+    return importlib.util.find_spec("httptools") is not None
+
+
+def header_deadline_protocol(header_timeout: float, parser: str = "auto") -> type:
+    """The protocol class for ``uvicorn.run(http=...)`` with this deadline on headers, on the
+    ``parser`` of :data:`HTTP_PARSERS` (``auto``: httptools when installed, else h11)."""
+    if parser not in HTTP_PARSERS:
+        raise ValueError(f"HTTP parser must be one of {', '.join(HTTP_PARSERS)}, got {parser!r}")
+    if parser == "httptools" and not httptools_installed():
+        raise RuntimeError("HYCAS_HTTP_PARSER=httptools, but httptools is not installed")
+    use_httptools = parser == "httptools" or (parser == "auto" and httptools_installed())
+    base = _httptools_protocol() if use_httptools else HeaderDeadlineProtocol
+    return type(base.__name__, (base,), {"header_timeout": header_timeout})

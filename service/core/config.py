@@ -7,7 +7,7 @@ a comma-separated list).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -46,6 +46,9 @@ class Settings(ExecutionSettings):
     """``hycas serve``: concurrent connections; beyond it new requests are answered 503."""
     keep_alive_seconds: int = Field(default=5, ge=1)
     """``hycas serve``: an idle keep-alive connection is closed after this time."""
+    http_parser: Literal["auto", "httptools", "h11"] = "auto"
+    """``hycas serve``: the HTTP/1.1 parser; ``auto`` takes httptools (C) when it is installed,
+    else h11 (pure Python). Same behaviour, deadlines included; httptools costs less CPU."""
 
     max_n: int = Field(default=200_000, ge=1)
     max_n0: int = Field(default=10_000, ge=1)

@@ -29,19 +29,27 @@ def _serve(log: Path, **settings: str) -> Iterator[GatewayProcess]:
         process.stop()
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    yield from _serve(Path(tmp_path_factory.mktemp("gateway")) / "gateway.log")
+PARSERS = ("httptools", "h11")
+"""Both HTTP parsers ``hycas serve`` can run on carry the same deadlines and caps."""
 
 
-@pytest.fixture
-def capped_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+@pytest.fixture(scope="module", params=PARSERS)
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    log = Path(tmp_path_factory.mktemp("gateway")) / "gateway.log"
+    yield from _serve(log, http_parser=request.param)
+
+
+@pytest.fixture(params=PARSERS)
+def capped_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
     """A server of its own (at its cap, uvicorn answers requests itself: they would never
     reach the app), with a header deadline long enough to observe the cap."""
     yield from _serve(
         tmp_path / "gateway.log",
         max_connections=str(MAX_CONNECTIONS),
         upload_timeout_seconds=str(CAPPED_HEADER_SECONDS),
+        http_parser=request.param,
     )
 
 
