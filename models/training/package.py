@@ -78,7 +78,8 @@ class TrainingRequest:
             if item.name == "config":
                 options += [("config", f"{key}={json.dumps(v)}") for key, v in value.items()]
             elif item.name == "training":
-                options += list(value.to_dict().items())
+                # An unset optional setting (None) is its default: nothing to write.
+                options += [(k, v) for k, v in value.to_dict().items() if v is not None]
             elif item.name == "evaluation":
                 options += [(f"eval_{name}", getattr(value, name)) for name in EVALUATION_OPTIONS]
             elif value is not None:

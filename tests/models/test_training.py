@@ -209,7 +209,16 @@ def test_recorded_command_parses_back_into_the_same_request():
     )
     words = shlex.split(request.command_line())
     assert words[:2] == ["hycas", "train"]
+    assert "--margin-samples" not in words  # unset: its default
     assert training_request_from(build_parser().parse_args(words[1:])) == request
+    cheaper = dataclasses.replace(
+        request,
+        training=dataclasses.replace(
+            request.training, margin_samples=16, margin_inputs="clean", precision="bfloat16"
+        ),
+    )
+    words = shlex.split(cheaper.command_line())
+    assert training_request_from(build_parser().parse_args(words[1:])) == cheaper
     assert request.evaluation_settings() == EvaluationSettings(sigma=0.5, n=123, ensemble=3)
 
 
