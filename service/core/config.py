@@ -49,6 +49,9 @@ class Settings(ExecutionSettings):
     http_parser: Literal["auto", "httptools", "h11"] = "auto"
     """``hycas serve``: the HTTP/1.1 parser; ``auto`` takes httptools (C) when it is installed,
     else h11 (pure Python). Same behaviour, deadlines included; httptools costs less CPU."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """``hycas serve``: the event loop; ``auto`` takes uvloop when it is installed (as it is
+    with the package), else asyncio's."""
 
     max_n: int = Field(default=200_000, ge=1)
     max_n0: int = Field(default=10_000, ge=1)

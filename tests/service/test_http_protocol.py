@@ -21,9 +21,13 @@ def test_auto_takes_httptools_when_installed_and_h11_on_request():
     assert h11.header_timeout == 3.0
 
 
-def test_an_unknown_parser_is_refused(monkeypatch):
+def test_an_unknown_parser_or_event_loop_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="HTTP parser"):
         header_deadline_protocol(1.0, "picohttp")
     monkeypatch.setenv("HYCAS_HTTP_PARSER", "picohttp")
     with pytest.raises(ValidationError, match="http_parser"):
+        Settings()
+    monkeypatch.setenv("HYCAS_HTTP_PARSER", "h11")
+    monkeypatch.setenv("HYCAS_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="event_loop"):
         Settings()
