@@ -17,6 +17,7 @@ anything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,27 +29,14 @@ from models.architectures import build_model
 from models.data import load_dataset
 from models.training import TrainingSettings, train_classifier
 
+SHIPPED_HYCAS = TrainingSettings(
+    epochs=1, sigma=0.25, logit_scale=10.0, margin_weight=0.15, margin_radius=0.75
+)
 RECIPES = {
     "cnn": TrainingSettings(epochs=1, sigma=0.25, logit_scale=1.0),
-    "hycas": TrainingSettings(
-        epochs=1, sigma=0.25, logit_scale=10.0, margin_weight=0.15, margin_radius=0.75
-    ),
-    "hycas, 16 of 64": TrainingSettings(
-        epochs=1,
-        sigma=0.25,
-        logit_scale=10.0,
-        margin_weight=0.15,
-        margin_radius=0.75,
-        margin_samples=16,
-    ),
-    "hycas, one pass": TrainingSettings(
-        epochs=1,
-        sigma=0.25,
-        logit_scale=10.0,
-        margin_weight=0.15,
-        margin_radius=0.75,
-        margin_inputs="noisy",
-    ),
+    "hycas": SHIPPED_HYCAS,
+    "hycas, 16 of 64": dataclasses.replace(SHIPPED_HYCAS, margin_samples=16),
+    "hycas, one pass": dataclasses.replace(SHIPPED_HYCAS, margin_inputs="noisy"),
 }
 
 
