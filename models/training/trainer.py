@@ -100,6 +100,8 @@ class TrainingSettings:
             )
         if self.margin_samples is not None and self.margin_samples < 1:
             raise ValueError(f"margin_samples must be ≥ 1, got {self.margin_samples}")
+        if self.margin_samples is not None and self.margin_inputs != "clean":
+            raise ValueError("margin_samples takes the margin term on clean inputs only")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"

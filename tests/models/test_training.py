@@ -152,6 +152,8 @@ def test_margin_samples_takes_the_margin_term_on_that_many_clean_inputs(digits_s
     assert "margin term on 2 images" in subset_settings.loss_formula()
     with pytest.raises(ValueError, match="margin_samples"):
         TrainingSettings(margin_samples=0)
+    with pytest.raises(ValueError, match="clean inputs only"):
+        TrainingSettings(margin_samples=16, margin_inputs="noisy")
 
 
 def test_margin_inputs_must_be_clean_or_noisy():
