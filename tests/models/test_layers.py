@@ -30,6 +30,7 @@ from models.layers import (
     ScaledAvgPool2d,
     Standardize,
     StochasticAttention,
+    fast_training,
 )
 from models.layers.aol import aol_scale, aol_scale_by_products
 from tests.models.operators import (
@@ -259,6 +260,30 @@ def test_stochastic_attention_masks_depend_on_omega_not_on_input():
 def test_maxmin_jacobian_norm(channels):
     layer = MaxMin()
     assert max_jacobian_norm(layer, (channels, 3, 3)) <= layer.lipschitz_bound() + TOL
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_maxmin_training_shortcut_sorts_and_routes_gradients_exactly(memory_format):
+    """The shortcut's values and gradients are the certified ones to the bit, ties included:
+    each incoming gradient goes to the input it came from (the first of a tied pair takes
+    the max)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 5, 5).round(decimals=1).contiguous(memory_format=memory_format)
+    grad = torch.randn_like(x)
+    a, b = x.chunk(2, dim=1)
+    assert bool((a == b).any()), "the test wants ties"
+    layer = MaxMin()
+    shortcut_x = x.clone().requires_grad_()
+    with fast_training(layer):
+        out = layer(shortcut_x)
+    out.backward(grad)
+    assert torch.equal(out.detach(), layer(x))
+    first = a >= b
+    to_max, to_min = grad.chunk(2, dim=1)
+    expected = torch.cat(
+        (torch.where(first, to_max, to_min), torch.where(first, to_min, to_max)), 1
+    )
+    assert torch.equal(shortcut_x.grad, expected)
 
 
 def test_maxmin_rejects_odd_channels():
