@@ -3,6 +3,7 @@
     python bench/bench_training_step.py [--shape 1,28,28] [--batch 64] [--repeats 20]
                                         [--threads 1] [--profile-steps 5]
                                         [--cnn-channels-last] [--certified-steps]
+                                        [--ablate]
 
 Both networks take the step of ``models.training.trainer.training_step`` inside
 ``models.layers.fast_training`` (as ``hycas train`` does) on the same batch, with the same
@@ -17,6 +18,12 @@ on a shared machine), then a torch.profiler breakdown of the HyCAS step by layer
 family: each family's forward ops and the backward ops autograd runs for them (matched by
 sequence number), self CPU time. ``--certified-steps`` adds HyCAS steps outside
 ``fast_training`` (the float64 derived weights of certification in every step).
+``--ablate`` prices the HyCAS families another way, robust to the profiler's own cost on
+many small operations: the ``--margin-samples 16`` step timed again with one family replaced
+by a stand-in of almost no cost (the frequency branch by ``w · x``, the attention noise, the
+residual mixes and MaxMin by the identity), alternating with the whole step in one process;
+the difference is what that family costs (a timing device only: the stand-ins are not
+networks anyone trains).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
+from unittest import mock
 
 import torch
 from torch import nn
@@ -46,6 +54,22 @@ HYCAS_VARIANTS = {
     "HyCAS (noise + margin on 8 of 64)": dataclasses.replace(HYCAS_SETTINGS, margin_samples=8),
     "HyCAS (noise + margin, one pass)": dataclasses.replace(HYCAS_SETTINGS, margin_inputs="noisy"),
 }
+ABLATED_OBJECTIVE = "HyCAS (noise + margin on 16 of 64)"
+ABLATIONS: dict[str, tuple[type, str, Callable]] = {
+    "frequency branch": (
+        layers.FrequencyFilter,
+        "weighted_training_output",
+        lambda self, x, weight: weight * x,
+    ),
+    "attention noise": (layers.StochasticAttention, "forward", lambda self, x, omega: x),
+    "residual mixes": (
+        layers.ConvexResidual,
+        "forward",
+        lambda self, x, omega=None: layers.apply_layer(self.body, x, omega),
+    ),
+    "MaxMin": (layers.MaxMin, "forward", lambda self, x: x),
+}
+"""Stand-ins for ``--ablate``: the family, the method replaced, and its near-free stand-in."""
 CNN_SETTINGS = TrainingSettings(sigma=0.25, logit_scale=1.0, margin_weight=0.0)
 
 FAMILIES: dict[type, str] = {
@@ -184,6 +208,38 @@ class Stepper:
         return time.perf_counter() - start, time.process_time() - cpu_start
 
 
+@contextmanager
+def without(family: str | None):
+    """The HyCAS layers of ``family`` replaced by their stand-in (nothing for ``None``)."""
+    with ExitStack() as stack:
+        if family is not None:
+            cls, method, stand_in = ABLATIONS[family]
+            stack.enter_context(mock.patch.object(cls, method, stand_in))
+        yield
+
+
+def ablate(x, y, repeats: int) -> None:
+    """The ``--margin-samples 16`` step, whole and with each family replaced, alternating."""
+    settings = HYCAS_VARIANTS[ABLATED_OBJECTIVE]
+    runs: dict[str | None, Stepper] = {}
+    for family in (None, *ABLATIONS):
+        torch.manual_seed(0)
+        runs[family] = Stepper(build_hycas(tuple(x.shape[1:]), 10), settings, x, y)
+    cpu: dict[str | None, list[float]] = {family: [] for family in runs}
+    for round_ in range(repeats + 3):
+        for family, stepper in runs.items():
+            with without(family):
+                _, seconds = stepper.step()
+            if round_ >= 3:
+                cpu[family].append(seconds)
+    whole = statistics.median(cpu[None])
+    print(f"\n{ABLATED_OBJECTIVE}: CPU ms per step, whole and with one family replaced")
+    print(f"  {'whole step':<40} {whole * 1e3:>8.1f} ms")
+    for family in ABLATIONS:
+        cost = whole - statistics.median(cpu[family])
+        print(f"  {family:<40} {cost * 1e3:>8.1f} ms {100 * cost / whole:>5.1f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="1,28,28")
@@ -200,6 +256,11 @@ def main() -> None:
         "--cnn-channels-last",
         action="store_true",
         help="also time the plain CNN with its weights and batch channels-last",
+    )
+    parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also price each HyCAS family by replacing it with a near-free stand-in",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -245,9 +306,11 @@ def main() -> None:
             f"{wall[name] / wall[reference]:>7.2f}x {cpu[name] * 1e3:>8.1f} "
             f"{cpu[name] / cpu[reference]:>7.2f}x"
         )
+    if args.ablate:
+        ablate(x, y, args.repeats)
 
     for name, stepper in steppers.items():
-        if name in HYCAS_VARIANTS:  # profiled as the shipped objective is, at a smaller batch
+        if name in HYCAS_VARIANTS or args.profile_steps < 1:  # variants: as the shipped one
             continue
         label_families(stepper.model)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
