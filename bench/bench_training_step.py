@@ -53,6 +53,9 @@ HYCAS_VARIANTS = {
     "HyCAS (noise + margin on 16 of 64)": dataclasses.replace(HYCAS_SETTINGS, margin_samples=16),
     "HyCAS (noise + margin on 8 of 64)": dataclasses.replace(HYCAS_SETTINGS, margin_samples=8),
     "HyCAS (noise + margin, one pass)": dataclasses.replace(HYCAS_SETTINGS, margin_inputs="noisy"),
+    "HyCAS (48 noisy + 16 clean, one pass)": dataclasses.replace(
+        HYCAS_SETTINGS, margin_inputs="split", margin_samples=16
+    ),
 }
 ABLATED_OBJECTIVE = "HyCAS (noise + margin on 16 of 64)"
 ABLATIONS: dict[str, tuple[type, str, Callable]] = {

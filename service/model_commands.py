@@ -377,15 +377,18 @@ def add_model_commands(sub: Any) -> None:
     train.add_argument("--margin-radius", type=float, help="r, the radius the margin aims at")
     train.add_argument(
         "--margin-inputs",
-        choices=("clean", "noisy"),
-        help="the margin term on the clean inputs (default: a second batch per step) or on "
-        "the noisy ones (the same forward pass as the noise term: about half the step)",
+        choices=("clean", "noisy", "split"),
+        help="the margin term on the clean inputs (default: a second batch per step), on "
+        "the noisy ones (the same forward pass as the noise term: about half the step), or "
+        "split: on the clean inputs of --margin-samples images of each batch, the noise term "
+        "on the others (one forward pass of the batch)",
     )
     train.add_argument(
         "--margin-samples",
         type=int,
         help="with clean margin inputs: take the margin term on this many images of each batch "
-        "(a random subset; default: all), so the second batch is that much smaller",
+        "(a random subset; default: all), so the second batch is that much smaller; with "
+        "split ones (required): the images of each batch that go in clean",
     )
     train.add_argument(
         "--precision",

@@ -37,7 +37,7 @@ from models.layers import ConvexGate, ConvexResidual, fast_training
 from models.protocol import CertifiableModel
 from models.training.losses import margin_cross_entropy, margin_offset
 
-MARGIN_INPUTS = ("clean", "noisy")
+MARGIN_INPUTS = ("clean", "noisy", "split")
 """The inputs the margin term can be taken on (:attr:`TrainingSettings.margin_inputs`)."""
 PRECISIONS = ("float32", "bfloat16")
 """The arithmetic of the training steps' forward passes (:attr:`TrainingSettings.precision`)."""
@@ -66,14 +66,17 @@ class TrainingSettings:
     """Least weight of every branch of every gate, kept after each step (0: none)."""
     margin_inputs: str = "clean"
     """What the margin term is taken on: ``"clean"`` (the inputs themselves, a second batch
-    through the network each step) or ``"noisy"`` (the noisy inputs of the cross-entropy term,
-    the same forward pass: half the step's work). Either way it is a training objective only;
-    margin certificates are computed at the clean input with the certified bound."""
+    through the network each step), ``"noisy"`` (the noisy inputs of the cross-entropy term,
+    the same forward pass: half the step's work) or ``"split"`` (the clean inputs of
+    ``margin_samples`` images of each batch, the noise term on the noisy inputs of the others:
+    one forward pass of the batch). Always a training objective only; margin certificates are
+    computed at the clean input with the certified bound."""
     margin_samples: int | None = None
     """With ``margin_inputs="clean"``: the margin term on the clean inputs of this many images
     of each batch (the first ones of a shuffled batch: a random subset; an unbiased estimate
     of the same term), so the second batch through the network is that much smaller; ``None``:
-    all of them."""
+    all of them. With ``"split"`` (where it is required): the images of each batch that take
+    the margin term instead of the noise term (at most half of a short last batch)."""
     precision: str = "float32"
     """The training steps' forward passes: ``"float32"``, or ``"bfloat16"`` (mixed precision:
     ``torch.autocast``, for GPUs with bfloat16 units; on a CPU without them it is slower). The
@@ -100,8 +103,10 @@ class TrainingSettings:
             )
         if self.margin_samples is not None and self.margin_samples < 1:
             raise ValueError(f"margin_samples must be ≥ 1, got {self.margin_samples}")
-        if self.margin_samples is not None and self.margin_inputs != "clean":
+        if self.margin_samples is not None and self.margin_inputs == "noisy":
             raise ValueError("margin_samples takes the margin term on clean inputs only")
+        if self.margin_inputs == "split" and self.margin_samples is None:
+            raise ValueError('margin_inputs="split" needs margin_samples (images per batch)')
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -136,7 +141,12 @@ class TrainingSettings:
                 f"L the certified bound{floors}"
             )
         subset = ""
-        if self.margin_samples is not None:
+        if self.margin_inputs == "split":
+            subset = (
+                f"; the margin term on {self.margin_samples} images of each batch, the noise "
+                "term on the others, one forward pass"
+            )
+        elif self.margin_samples is not None:
             subset = f"; the margin term on {self.margin_samples} images of each batch"
         return (
             f"{1 - lam:g}·{noise} + {lam:g}·CE({t:g}·(s(x; Ω′) − √2·L·{r:g}·e_y), y); "
@@ -166,42 +176,51 @@ def training_step(
     *,
     offset: float,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One update on the batch ``(x, y)``: noise ``ε`` and Ω from ``generator``, the objective
     of the module docstring with the margin ``offset`` (``√2·L·r``), one optimizer step.
-    Returns the loss and the noisy logits, both detached.
+    Returns the loss, the noisy logits and their labels, all detached.
 
     With ``margin_inputs="clean"`` the noisy and the clean inputs of the margin term go
     through the network as one batch (each sample with its own Ω), so the derived weights are
-    computed once per step; with ``"noisy"`` the margin term reuses the noisy logits.
+    computed once per step; with ``"noisy"`` the margin term reuses the noisy logits; with
+    ``"split"`` the first ``margin_samples`` images go in clean (the margin term) and the
+    others noisy (the noise term), one batch of the batch's size.
     """
-    noise = torch.randn(x.shape, generator=generator, device=x.device)
-    noisy = x + settings.sigma * noise
+    margin_weight = settings.margin_weight
+    split = 0
+    if margin_weight > 0 and settings.margin_inputs == "split":
+        split = min(settings.margin_samples, len(x) // 2)
+        margin_weight = margin_weight if split > 0 else 0.0
+    noise = torch.randn(x[split:].shape, generator=generator, device=x.device)
+    noisy, noisy_labels = x[split:] + settings.sigma * noise, y[split:]
     margin_logits = None
     margin_labels = y
     with _forward_precision(settings.precision, x.device):
-        if settings.margin_weight > 0 and settings.margin_inputs == "clean":
-            clean = x if settings.margin_samples is None else x[: settings.margin_samples]
+        if margin_weight > 0 and settings.margin_inputs != "noisy":
+            clean = x[:split] if split else x[: settings.margin_samples]
             margin_labels = y[: len(clean)]
             logits = model(torch.cat((noisy, clean)), generator=generator).float()
-            noisy_logits, margin_logits = logits.split([len(x), len(clean)])
+            noisy_logits, margin_logits = logits.split([len(noisy), len(clean)])
         else:
             noisy_logits = model(noisy, generator=generator).float()
-    loss = margin_cross_entropy(noisy_logits, y, offset=0.0, logit_scale=settings.logit_scale)
-    if settings.margin_weight > 0:
+    loss = margin_cross_entropy(
+        noisy_logits, noisy_labels, offset=0.0, logit_scale=settings.logit_scale
+    )
+    if margin_weight > 0:
         margin_loss = margin_cross_entropy(
             noisy_logits if margin_logits is None else margin_logits,
             margin_labels,
             offset=offset,
             logit_scale=settings.logit_scale,
         )
-        loss = (1 - settings.margin_weight) * loss + settings.margin_weight * margin_loss
+        loss = (1 - margin_weight) * loss + margin_weight * margin_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     if settings.floors():
         keep_floors(model, settings)
-    return loss.detach(), noisy_logits.detach()
+    return loss.detach(), noisy_logits.detach(), noisy_labels
 
 
 def _forward_precision(precision: str, device: torch.device):
@@ -279,25 +298,26 @@ def train_classifier(
             offset = 0.0
             if settings.margin_weight > 0:
                 offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
-            total, correct = 0.0, 0
+            total, correct, seen = 0.0, 0, 0
             for batch in torch.randperm(len(dataset), generator=order_generator).split(
                 settings.batch_size
             ):
                 batch = batch.to(device)
                 x, y = images[batch], labels[batch]
-                loss, noisy_logits = training_step(
+                loss, noisy_logits, noisy_labels = training_step(
                     model, optimizer, x, y, settings, offset=offset, generator=noise_generator
                 )
                 schedule.step()
                 total += float(loss) * len(batch)
-                correct += int((noisy_logits.argmax(dim=1) == y).sum())
+                correct += int((noisy_logits.argmax(dim=1) == noisy_labels).sum())
+                seen += len(noisy_labels)
             epoch_losses.append(total / len(dataset))
-            accuracy = correct / len(dataset)
+            accuracy = correct / seen
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", noisy_acc=f"{accuracy:.3f}")
     model.eval()
     return TrainingRun(
         epoch_losses=tuple(epoch_losses),
-        final_noisy_accuracy=correct / len(dataset),
+        final_noisy_accuracy=correct / seen,
         steps=settings.epochs * steps_per_epoch,
         wall_seconds=time.perf_counter() - started,
         device=str(device),

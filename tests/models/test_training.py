@@ -156,6 +156,59 @@ def test_margin_samples_takes_the_margin_term_on_that_many_clean_inputs(digits_s
         TrainingSettings(margin_samples=16, margin_inputs="noisy")
 
 
+def test_split_margin_inputs_take_one_pass_of_the_batch_and_split_its_images(digits_subset):
+    """``split``: the first ``margin_samples`` images go in clean for the margin term, the
+    others noisy for the noise term, in one forward pass the size of the batch."""
+    settings = TrainingSettings(
+        sigma=0.25,
+        epochs=1,
+        batch_size=6,
+        margin_weight=0.4,
+        margin_inputs="split",
+        margin_samples=2,
+    )
+    model, subset = small_model(), copies_of_one_image(digits_subset, 6)
+    passes = first_step_logits(copy.deepcopy(model), subset, settings)
+    assert len(passes) == 1 and passes[0].shape == (6, 10)
+    logits, labels = passes[0], subset.labels
+    offset = margin_offset(settings.margin_radius, float(model.lipschitz_bound()))
+    noise_term = margin_cross_entropy(logits[:4], labels[2:], offset=0.0, logit_scale=10.0)
+    margin_term = margin_cross_entropy(logits[4:], labels[:2], offset=offset, logit_scale=10.0)
+    run = train_classifier(copy.deepcopy(model), subset, settings, progress=False)
+    assert run.epoch_losses[0] == pytest.approx(float(0.6 * noise_term + 0.4 * margin_term))
+    assert 0.0 <= run.final_noisy_accuracy <= 1.0
+    assert "noise term on the others, one forward pass" in settings.loss_formula()
+    inputs: list[torch.Tensor] = []
+    traced = copy.deepcopy(model)
+    traced.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach()))
+    train_classifier(traced, subset, settings, progress=False)
+    image = subset.images[0]
+    assert all(torch.equal(clean, image) for clean in inputs[0][4:])
+    assert not any(torch.equal(noisy, image) for noisy in inputs[0][:4])
+    with pytest.raises(ValueError, match="needs margin_samples"):
+        TrainingSettings(margin_inputs="split")
+
+
+def test_split_margin_inputs_leave_half_of_a_short_batch_to_the_noise_term(digits_subset):
+    """A last batch shorter than ``2 × margin_samples`` keeps half its images noisy, and a
+    batch of one image takes the noise term only."""
+    settings = TrainingSettings(
+        sigma=0.25,
+        epochs=1,
+        batch_size=8,
+        margin_weight=0.4,
+        margin_inputs="split",
+        margin_samples=6,
+    )
+    passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 4), settings)
+    assert [p.shape for p in passes] == [(4, 10)]
+    passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 1), settings)
+    assert [p.shape for p in passes] == [(1, 10)]
+    options = "--model-id m --margin-weight 0.1 --margin-inputs split --margin-samples 16"
+    training = training_request_from(build_parser().parse_args(["train", *options.split()]))
+    assert (training.training.margin_inputs, training.training.margin_samples) == ("split", 16)
+
+
 def test_margin_inputs_must_be_clean_or_noisy():
     with pytest.raises(ValueError, match="margin_inputs"):
         TrainingSettings(margin_inputs="both")
