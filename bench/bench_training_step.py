@@ -3,7 +3,7 @@
     python bench/bench_training_step.py [--shape 1,28,28] [--batch 64] [--repeats 20]
                                         [--threads 1] [--profile-steps 5]
                                         [--cnn-channels-last] [--certified-steps]
-                                        [--ablate]
+                                        [--ablate] [--bfloat16]
 
 Both networks take the step of ``models.training.trainer.training_step`` inside
 ``models.layers.fast_training`` (as ``hycas train`` does) on the same batch, with the same
@@ -18,6 +18,9 @@ on a shared machine), then a torch.profiler breakdown of the HyCAS step by layer
 family: each family's forward ops and the backward ops autograd runs for them (matched by
 sequence number), self CPU time. ``--certified-steps`` adds HyCAS steps outside
 ``fast_training`` (the float64 derived weights of certification in every step).
+``--bfloat16`` adds the plain CNN and the ``--margin-samples 16`` objective with their
+forward passes in bfloat16 (``precision="bfloat16"``, as ``hycas train --precision
+bfloat16``): faster only on a CPU with bfloat16 units (``avx512_bf16``, AMX).
 ``--ablate`` prices the HyCAS families another way, robust to the profiler's own cost on
 many small operations: the ``--margin-samples 16`` step timed again with one family replaced
 by a stand-in of almost no cost (the frequency branch by ``w · x``, the attention noise, the
@@ -261,6 +264,11 @@ def main() -> None:
         help="also time the plain CNN with its weights and batch channels-last",
     )
     parser.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="also time the CNN and HyCAS (16 of 64) with bfloat16 forward passes",
+    )
+    parser.add_argument(
         "--ablate",
         action="store_true",
         help="also price each HyCAS family by replacing it with a near-free stand-in",
@@ -283,6 +291,19 @@ def main() -> None:
         cnn = build_plain_cnn(shape, 10).to(memory_format=torch.channels_last)
         steppers["plain CNN, channels-last"] = Stepper(
             cnn, CNN_SETTINGS, x.contiguous(memory_format=torch.channels_last), y
+        )
+    if args.bfloat16:
+        steppers["plain CNN (noise), bfloat16"] = Stepper(
+            build_plain_cnn(shape, 10),
+            dataclasses.replace(CNN_SETTINGS, precision="bfloat16"),
+            x,
+            y,
+        )
+        steppers["HyCAS (16 of 64), bfloat16"] = Stepper(
+            build_hycas(shape, 10),
+            dataclasses.replace(HYCAS_VARIANTS[ABLATED_OBJECTIVE], precision="bfloat16"),
+            x,
+            y,
         )
     if args.certified_steps:
         steppers["HyCAS, certified weights each step"] = Stepper(
