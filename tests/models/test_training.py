@@ -156,17 +156,22 @@ def test_margin_samples_takes_the_margin_term_on_that_many_clean_inputs(digits_s
         TrainingSettings(margin_samples=16, margin_inputs="noisy")
 
 
+def split_settings(batch_size: int, margin_samples: int) -> TrainingSettings:
+    """One epoch of the split objective (λ = 0.4, σ = 0.25)."""
+    return TrainingSettings(
+        sigma=0.25,
+        epochs=1,
+        batch_size=batch_size,
+        margin_weight=0.4,
+        margin_inputs="split",
+        margin_samples=margin_samples,
+    )
+
+
 def test_split_margin_inputs_take_one_pass_of_the_batch_and_split_its_images(digits_subset):
     """``split``: the first ``margin_samples`` images go in clean for the margin term, the
     others noisy for the noise term, in one forward pass the size of the batch."""
-    settings = TrainingSettings(
-        sigma=0.25,
-        epochs=1,
-        batch_size=6,
-        margin_weight=0.4,
-        margin_inputs="split",
-        margin_samples=2,
-    )
+    settings = split_settings(batch_size=6, margin_samples=2)
     model, subset = small_model(), copies_of_one_image(digits_subset, 6)
     passes = first_step_logits(copy.deepcopy(model), subset, settings)
     assert len(passes) == 1 and passes[0].shape == (6, 10)
@@ -192,14 +197,7 @@ def test_split_margin_inputs_take_one_pass_of_the_batch_and_split_its_images(dig
 def test_split_margin_inputs_leave_half_of_a_short_batch_to_the_noise_term(digits_subset):
     """A last batch shorter than ``2 × margin_samples`` keeps half its images noisy, and a
     batch of one image takes the noise term only."""
-    settings = TrainingSettings(
-        sigma=0.25,
-        epochs=1,
-        batch_size=8,
-        margin_weight=0.4,
-        margin_inputs="split",
-        margin_samples=6,
-    )
+    settings = split_settings(batch_size=8, margin_samples=6)
     passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 4), settings)
     assert [p.shape for p in passes] == [(4, 10)]
     passes = first_step_logits(small_model(), copies_of_one_image(digits_subset, 1), settings)
