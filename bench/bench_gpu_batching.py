@@ -15,10 +15,16 @@ For each model, in one process, in IEEE float32 (TensorFloat-32 off, as certific
 3. one direct ``smoothing_certify`` at ``batch_size`` = the best batch size, ``n`` sized to
    take about ``--seconds``: samples/s alone;
 4. ``--jobs`` concurrent jobs (one thread each, as the worker's job threads run them), each a
-   ``smoothing_certify`` of its own image noise and Ω seeds in batches of ``--job-batch``
-   samples, through one :class:`workers.batching.ForwardBatcher` whose ``max_batch`` is the
-   best batch size (5 ms delay, the service's default): samples/s from the first start to
-   the last end, the mean merged batch, and the merged rate against the raw forward pass;
+   ``smoothing_certify`` of ``n`` = ``--job-n`` (the service's default, 10,000; fewer where
+   the run would pass ``--max-seconds``) with its own noise and Ω seeds, in batches of
+   ``--job-batch`` samples, through one :class:`workers.batching.ForwardBatcher` whose
+   ``max_batch`` is the best batch size (5 ms delay, the service's default): samples/s from
+   the first start to the last end, the mean merged batch, the merged rate against the raw
+   forward pass, and where the time went: the device's time in the merged forward passes
+   (CUDA events) against the wall clock, and their samples per device second against the
+   raw forward pass's. On CUDA this runs twice: with the batcher's default there (its delay
+   counted from the last launch) and with the delay counted from the requests' submission
+   (the rule on the CPU), to compare;
 5. the GPU's utilisation (NVML, sampled every 20 ms) over the direct run and the merged run.
 
 ``digits-hycas`` is the shipped package; ``hycas:C,H,W`` an untrained default HyCAS of that
@@ -138,9 +144,64 @@ def sweep(model, image, device, max_seconds: float) -> dict[int, tuple[float, fl
     return rates
 
 
-def merged_run(model, image, device, *, jobs: int, n: int, job_batch: int, max_batch: int):
+class ForwardTimes:
+    """The host's and (on CUDA) the device's seconds in the model's forward passes while the
+    block runs (the instance's ``forward`` wrapped, restored after)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.host = 0.0
+        self.calls = 0
+        self.samples = 0
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def __enter__(self) -> ForwardTimes:
+        inner = self.model.forward
+        cuda = next(self.model.parameters()).is_cuda
+
+        def forward(x, *args, **kwargs):
+            started = time.perf_counter()
+            if cuda:
+                begin, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                begin.record()
+            out = inner(x, *args, **kwargs)
+            if cuda:
+                end.record()
+                self.events.append((begin, end))
+            self.host += time.perf_counter() - started
+            self.calls += 1
+            self.samples += int(x.shape[0])
+            return out
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.forward
+
+    def device_seconds(self) -> float | None:
+        if not self.events:
+            return None
+        torch.cuda.synchronize()
+        return sum(b.elapsed_time(e) for b, e in self.events) / 1e3
+
+
+def merged_run(
+    model,
+    image,
+    device,
+    *,
+    jobs: int,
+    n: int,
+    job_batch: int,
+    max_batch: int,
+    wait_from_launch: bool | None = None,
+):
     """``jobs`` concurrent certifications through one batcher: samples/s, the batches' mean
-    size and jobs, and the certificates."""
+    size and jobs, the certificates, the wall seconds and the forward passes' times."""
     records: list[BatchRecord] = []
     batcher = ForwardBatcher(
         model,
@@ -148,6 +209,7 @@ def merged_run(model, image, device, *, jobs: int, n: int, job_batch: int, max_b
         max_delay_seconds=0.005,
         model_name="bench",
         on_batch=records.append,
+        wait_from_launch=wait_from_launch,
     )
 
     def job(index: int):
@@ -156,7 +218,7 @@ def merged_run(model, image, device, *, jobs: int, n: int, job_batch: int, max_b
                 batched, image, sigma=SIGMA, n=n, batch_size=job_batch, seed=1000 + index
             )
 
-    with ThreadPoolExecutor(jobs) as pool:
+    with ThreadPoolExecutor(jobs) as pool, ForwardTimes(model) as times:
         started = time.perf_counter()
         certificates = list(pool.map(job, range(jobs)))
         sync(device)
@@ -169,6 +231,8 @@ def merged_run(model, image, device, *, jobs: int, n: int, job_batch: int, max_b
         sum(sizes) / max(1, len(sizes)),
         sum(per_batch) / max(1, len(per_batch)),
         certificates,
+        seconds,
+        times,
     )
 
 
@@ -182,7 +246,9 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=64)
     parser.add_argument("--job-batch", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--job-n", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=3.0, help="of the direct run")
+    parser.add_argument("--max-seconds", type=float, default=8.0, help="of the merged run")
     parser.add_argument("--max-call-seconds", type=float, default=0.25)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -228,7 +294,8 @@ def main() -> None:
         )
 
         job_batch = min(args.job_batch, best_batch)
-        job_n = max(job_batch, int(best_rate * args.seconds / args.jobs) // job_batch * job_batch)
+        affordable = int(best_rate * args.max_seconds / args.jobs) // job_batch * job_batch
+        job_n = max(job_batch, min(args.job_n, affordable))
         merged_run(  # warm-up: threads, the batcher, the merged shapes
             model,
             image,
@@ -238,23 +305,41 @@ def main() -> None:
             job_batch=job_batch,
             max_batch=best_batch,
         )
-        with utilisation:
-            rate, mean_batch, mean_jobs, certificates = merged_run(
-                model,
-                image,
-                device,
-                jobs=args.jobs,
-                n=job_n,
-                job_batch=job_batch,
-                max_batch=best_batch,
+        for wait in (None, False) if device.type == "cuda" else (None,):
+            with utilisation:
+                rate, mean_batch, mean_jobs, certificates, wall, times = merged_run(
+                    model,
+                    image,
+                    device,
+                    jobs=args.jobs,
+                    n=job_n,
+                    job_batch=job_batch,
+                    max_batch=best_batch,
+                    wait_from_launch=wait,
+                )
+            labels = {c.label for c in certificates}
+            mode = "delay from launch" if wait is None and device.type == "cuda" else "default"
+            if wait is False:
+                mode = "delay from submission"
+            print(
+                f"  {args.jobs} jobs of n={job_n:,} (batch {job_batch:,}) merged, {mode}: "
+                f"{rate:,.0f} samples/s = {rate / best_rate:.2f}x raw, "
+                f"{rate / direct_rate:.2f}x direct; mean forward batch {mean_batch:,.0f} "
+                f"samples, {mean_jobs:.1f} jobs; GPU {utilisation.text()}; "
+                f"labels {sorted(labels, key=str)}"
             )
-        labels = {c.label for c in certificates}
-        print(
-            f"  {args.jobs} jobs of n={job_n:,} (batch {job_batch:,}) merged: {rate:,.0f} "
-            f"samples/s = {rate / best_rate:.2f}x raw, {rate / direct_rate:.2f}x direct; "
-            f"mean forward batch {mean_batch:,.0f} samples, {mean_jobs:.1f} jobs; "
-            f"GPU {utilisation.text()}; labels {sorted(labels, key=str)}"
-        )
+            busy = times.device_seconds()
+            line = (
+                f"    forward passes: {times.calls} calls, host {times.host:.2f} s of "
+                f"{wall:.2f} s wall"
+            )
+            if busy:
+                line += (
+                    f", device {busy:.2f} s ({100 * busy / wall:.0f} % of the wall), "
+                    f"{times.samples / busy:,.0f} samples per device second = "
+                    f"{times.samples / busy / best_rate:.2f}x raw"
+                )
+            print(line)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
