@@ -22,9 +22,7 @@ For each model, in one process, in IEEE float32 (TensorFloat-32 off, as certific
    the first start to the last end, the mean merged batch, the merged rate against the raw
    forward pass, and where the time went: the device's time in the merged forward passes
    (CUDA events) against the wall clock, and their samples per device second against the
-   raw forward pass's. On CUDA this runs twice: with the batcher's default there (its delay
-   counted from the last launch) and with the delay counted from the requests' submission
-   (the rule on the CPU), to compare;
+   raw forward pass's;
 5. the GPU's utilisation (NVML, sampled every 20 ms) over the direct run and the merged run.
 
 ``digits-hycas`` is the shipped package; ``hycas:C,H,W`` an untrained default HyCAS of that
@@ -198,7 +196,6 @@ def merged_run(
     n: int,
     job_batch: int,
     max_batch: int,
-    wait_from_launch: bool | None = None,
 ):
     """``jobs`` concurrent certifications through one batcher: samples/s, the batches' mean
     size and jobs, the certificates, the wall seconds and the forward passes' times."""
@@ -209,7 +206,6 @@ def merged_run(
         max_delay_seconds=0.005,
         model_name="bench",
         on_batch=records.append,
-        wait_from_launch=wait_from_launch,
     )
 
     def job(index: int):
@@ -305,41 +301,35 @@ def main() -> None:
             job_batch=job_batch,
             max_batch=best_batch,
         )
-        for wait in (None, False) if device.type == "cuda" else (None,):
-            with utilisation:
-                rate, mean_batch, mean_jobs, certificates, wall, times = merged_run(
-                    model,
-                    image,
-                    device,
-                    jobs=args.jobs,
-                    n=job_n,
-                    job_batch=job_batch,
-                    max_batch=best_batch,
-                    wait_from_launch=wait,
-                )
-            labels = {c.label for c in certificates}
-            mode = "delay from launch" if wait is None and device.type == "cuda" else "default"
-            if wait is False:
-                mode = "delay from submission"
-            print(
-                f"  {args.jobs} jobs of n={job_n:,} (batch {job_batch:,}) merged, {mode}: "
-                f"{rate:,.0f} samples/s = {rate / best_rate:.2f}x raw, "
-                f"{rate / direct_rate:.2f}x direct; mean forward batch {mean_batch:,.0f} "
-                f"samples, {mean_jobs:.1f} jobs; GPU {utilisation.text()}; "
-                f"labels {sorted(labels, key=str)}"
+        with utilisation:
+            rate, mean_batch, mean_jobs, certificates, wall, times = merged_run(
+                model,
+                image,
+                device,
+                jobs=args.jobs,
+                n=job_n,
+                job_batch=job_batch,
+                max_batch=best_batch,
             )
-            busy = times.device_seconds()
-            line = (
-                f"    forward passes: {times.calls} calls, host {times.host:.2f} s of "
-                f"{wall:.2f} s wall"
+        labels = {c.label for c in certificates}
+        print(
+            f"  {args.jobs} jobs of n={job_n:,} (batch {job_batch:,}) merged: "
+            f"{rate:,.0f} samples/s = {rate / best_rate:.2f}x raw, "
+            f"{rate / direct_rate:.2f}x direct; mean forward batch {mean_batch:,.0f} "
+            f"samples, {mean_jobs:.1f} jobs; GPU {utilisation.text()}; "
+            f"labels {sorted(labels, key=str)}"
+        )
+        busy = times.device_seconds()
+        line = (
+            f"    forward passes: {times.calls} calls, host {times.host:.2f} s of {wall:.2f} s wall"
+        )
+        if busy:
+            line += (
+                f", device {busy:.2f} s ({100 * busy / wall:.0f} % of the wall), "
+                f"{times.samples / busy:,.0f} samples per device second = "
+                f"{times.samples / busy / best_rate:.2f}x raw"
             )
-            if busy:
-                line += (
-                    f", device {busy:.2f} s ({100 * busy / wall:.0f} % of the wall), "
-                    f"{times.samples / busy:,.0f} samples per device second = "
-                    f"{times.samples / busy / best_rate:.2f}x raw"
-                )
-            print(line)
+        print(line)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

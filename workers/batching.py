@@ -151,14 +151,6 @@ class ForwardBatcher:
     the waiting requests fill ``max_batch``. ``quantum``: samples of credit
     a waiting job gains per round-robin pass (default ``max_batch // 8``). ``model_name``
     labels the metrics.
-
-    ``wait_from_launch`` (default: when the network is on a CUDA device): the delay counts from
-    the last batch's launch, not from the oldest request's submission. A CUDA forward pass
-    returns once its kernels are queued, so the jobs of the batch just launched are back with
-    their next request while the device still works on it; counted from submission, the
-    requests left waiting would go at once in a batch of their own and the jobs would settle
-    in two alternating halves of half the batch. Waiting for them costs the device nothing.
-    On the CPU a forward pass returns when it is done, and waiting would leave the cores idle.
     """
 
     def __init__(
@@ -170,7 +162,6 @@ class ForwardBatcher:
         quantum: int | None = None,
         model_name: str = "model",
         on_batch: Callable[[BatchRecord], None] | None = None,
-        wait_from_launch: bool | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {max_batch}")
@@ -183,11 +174,6 @@ class ForwardBatcher:
         self.model_name = model_name
         self._on_batch = on_batch
         self._stochastic = is_stochastic(model)
-        if wait_from_launch is None:
-            wait_from_launch = model_device(model).type == "cuda"
-        self.wait_from_launch = bool(wait_from_launch)
-        self._launched = float("-inf")
-        """When the batcher's thread last returned from a forward pass."""
         self._cond = threading.Condition()
         self._sessions: list[BatchedModel] = []
         self._next = 0
@@ -228,8 +214,6 @@ class ForwardBatcher:
                         return
                     self._cond.wait()
                 oldest = min(s.pending.submitted for s in self._sessions if s.pending is not None)
-                if self.wait_from_launch:
-                    oldest = max(oldest, self._launched)
                 deadline = oldest + self.max_delay_seconds
                 while not self._ready():
                     remaining = deadline - time.monotonic()
@@ -242,7 +226,6 @@ class ForwardBatcher:
                     self._run(batch)
                 except Exception:  # the jobs have their logits; keep serving the others
                     logger.exception("event=batcher_record_failed model=%s", self.model_name)
-                self._launched = time.monotonic()
 
     def _ready(self) -> bool:
         """No session served in the last batch is still to send its next request (a job in

@@ -235,50 +235,6 @@ def test_a_big_job_and_small_ones_all_finish_the_small_ones_first():
     assert sum(record.samples for record in batches) == 40_050 + 6 * 450
 
 
-class SlowNoisyLinear(NoisyLinear):
-    """A forward pass that holds the batcher's thread 0.2 s, longer than the batcher's delay
-    (as the launch of a large batch on a GPU can be)."""
-
-    def forward(self, x, *, generator=None, omega_seed=None):
-        time.sleep(0.2)
-        return super().forward(x, generator=generator, omega_seed=omega_seed)
-
-
-@pytest.mark.parametrize("wait_from_launch", [False, True])
-def test_waiting_from_the_launch_keeps_every_job_in_each_batch(wait_from_launch):
-    """The first batch holds the job whose request came first; the others wait through its
-    forward pass, longer than the delay. Counted from their submission, the delay is over when
-    that pass returns: they go in a batch without it, and the jobs alternate in two groups.
-    Counted from the launch, the job just served is waited for and every later batch holds
-    all the jobs. Either way the certificates are those of the jobs alone."""
-    network = SlowNoisyLinear()
-    batches: list[BatchRecord] = []
-    batcher = ForwardBatcher(
-        network,
-        max_batch=10_000,
-        max_delay_seconds=0.1,
-        on_batch=batches.append,
-        wait_from_launch=wait_from_launch,
-    )
-    jobs = {f"job{i}": smoothing(image(i), seed=i, n=200, batch_size=100) for i in range(3)}
-    merged = run_jobs(batcher, jobs)
-    sizes = [len(record.jobs) for record in batches]
-    assert sizes[0] < 3
-    if wait_from_launch:
-        assert sizes[1:-1] == [3] * (len(sizes) - 2)
-    else:
-        assert sizes.count(3) < len(sizes) - 2
-    for i in range(3):
-        alone = smoothing(image(i), seed=i, n=200, batch_size=100)(network)
-        assert merged[f"job{i}"].counts == alone.counts
-
-
-def test_the_delay_counts_from_the_launch_on_cuda_only_by_default():
-    assert ForwardBatcher(NoisyLinear()).wait_from_launch is False
-    if torch.cuda.is_available():
-        assert ForwardBatcher(NoisyLinear().to("cuda")).wait_from_launch is True
-
-
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="max_batch"):
         ForwardBatcher(NoisyLinear(), max_batch=0)
