@@ -3,6 +3,8 @@
 Normalising the rows makes every logit 1-Lipschitz, but the map to all K logits can still
 reach ``√K``. The rows are therefore also divided by the exact spectral norm of the
 row-normalised matrix (float64 SVD of a small ``K × D`` matrix, not power iteration).
+Training steps divide by :func:`largest_singular_value` instead: matrix products only, so a
+training step can be captured whole in a CUDA graph (cuSOLVER's SVD cannot be).
 """
 
 from __future__ import annotations
@@ -12,6 +14,32 @@ from torch import nn
 
 from models.layers.base import LipschitzModule
 from models.lipschitz_bounds import float32_cast_margin, matrix_spectral_norm_bound
+
+
+def largest_singular_value(matrix: torch.Tensor, squarings: int = 12) -> torch.Tensor:
+    """``σ_max`` of a ``K × D`` matrix with few rows, from matrix products alone (no SVD, no
+    host synchronisation), differentiable; for training steps, never for a bound.
+
+    The Gram matrix ``G = M Mᵀ`` (``K × K``) is squared ``squarings`` times (rescaled each
+    time), which leaves ``G^(2^s)`` pointing along the top eigenvector ``v``; its column of
+    largest norm is that vector, and ``σ_max² = vᵀ G v / vᵀ v`` (the Rayleigh quotient, with
+    ``v`` held constant, so the gradient is ``∂σ/∂M = v vᵀ M / (σ vᵀ v)``, the exact one when
+    the top singular value is simple).
+
+    Guarantee: never above the true ``σ_max`` (a Rayleigh quotient, up to rounding), and below
+    it by at most a relative ``1 / (2^(s+2) e)`` of ``σ_max²`` in the worst case (top
+    eigenvalues closer than a factor ``1 − 2^-(s+1)``; 2.2·10⁻⁵ for ``s = 12``), by float32
+    rounding when they differ by 1 % or more.
+    """
+    gram = matrix @ matrix.T
+    with torch.no_grad():
+        power = gram.detach()
+        for _ in range(squarings):
+            power = power / power.abs().amax().clamp_min(torch.finfo(power.dtype).tiny)
+            power = power @ power
+        column = power.norm(dim=0).argmax().view(1)
+        v = power.index_select(1, column).squeeze(1)
+    return ((v @ gram @ v) / (v @ v)).sqrt()
 
 
 class NormalizedLinear(LipschitzModule):
@@ -35,10 +63,11 @@ class NormalizedLinear(LipschitzModule):
         return (rows * (self._shrink / sigma)).to(self.weight.dtype)
 
     def training_weight(self) -> torch.Tensor:
-        """``R / σ_max(R)`` in the weight's dtype, without the cast margin: a training step's
-        shortcut (:func:`models.layers.fast_training`), never certified."""
+        """``R / σ_max(R)`` in the weight's dtype, without the cast margin, ``σ_max`` by
+        :func:`largest_singular_value`: a training step's shortcut
+        (:func:`models.layers.fast_training`), never certified."""
         rows = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return rows / torch.linalg.matrix_norm(rows, ord=2)
+        return rows / largest_singular_value(rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.takes_training_shortcuts():

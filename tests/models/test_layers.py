@@ -33,6 +33,7 @@ from models.layers import (
     fast_training,
 )
 from models.layers.aol import aol_scale, aol_scale_by_products
+from models.layers.head import largest_singular_value
 from tests.models.operators import (
     exact_affine_norm,
     max_jacobian_norm,
@@ -167,6 +168,51 @@ def test_cached_weights_follow_edits_through_data():
             head(v), F.linear(v, head.effective_weight(), head.bias), rtol=0, atol=0
         )
     check_affine(head, (6,))
+
+
+def _with_singular_values(values: torch.Tensor, columns: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    k = len(values)
+    u, _ = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(columns, k, generator=g, dtype=torch.float64))
+    return (u * values) @ v.T
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(2, 3), (7, 128), (10, 10), (10, 512)])
+def test_head_training_norm_is_the_svd_one_and_never_above_it(rows, columns):
+    """The head's training shortcut divides by :func:`largest_singular_value`: on row-normalised
+    matrices as the head has them it is the SVD's ``σ_max`` to float32 rounding, never above."""
+    g = torch.Generator().manual_seed(rows * columns)
+    for _ in range(10):
+        m = torch.randn(rows, columns, generator=g)
+        m = m / m.norm(dim=1, keepdim=True)
+        exact = float(torch.linalg.matrix_norm(m.double(), ord=2))
+        found = float(largest_singular_value(m))
+        assert abs(found - exact) <= 4e-7 * exact
+        assert found <= exact * (1 + 4e-7)
+
+
+@pytest.mark.parametrize("gap", [1e-2, 1e-3, 1e-4, 1e-5, 0.0])
+def test_largest_singular_value_with_close_top_values_stays_within_its_guarantee(gap):
+    """Top singular values ``1`` and ``1 − gap``: at most 2.2·10⁻⁵ low (the docstring's bound
+    for 12 squarings), never above; in float64, to rounding where the gap is 1 %."""
+    values = torch.linspace(1.0, 0.2, 10, dtype=torch.float64)
+    values[1] = 1.0 - gap
+    m = _with_singular_values(values, 64, seed=int(gap * 1e5))
+    for matrix, rounding in ((m, 1e-14), (m.float(), 4e-7)):
+        found = float(largest_singular_value(matrix))
+        assert 1.0 - 2.2e-5 - rounding <= found <= 1.0 + rounding
+    if gap >= 1e-2:
+        assert abs(float(largest_singular_value(m)) - 1.0) <= 1e-14
+
+
+def test_largest_singular_value_has_the_gradient_of_the_svd():
+    values = torch.tensor([1.3, 1.0, 0.7, 0.5, 0.2], dtype=torch.float64)
+    m = _with_singular_values(values, 20, seed=3)
+    ours, svd = m.clone().requires_grad_(), m.clone().requires_grad_()
+    largest_singular_value(ours).backward()
+    torch.linalg.matrix_norm(svd, ord=2).backward()
+    torch.testing.assert_close(ours.grad, svd.grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(("channels", "size"), [(2, (4, 4)), (4, (5, 3)), (3, (6, 6))])
