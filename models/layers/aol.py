@@ -9,6 +9,8 @@ grid, hence also with zero padding (a restriction) and any stride (a subsampling
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,14 +29,18 @@ def aol_scale(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(row_sums > 0, row_sums.rsqrt(), torch.ones_like(row_sums))
 
 
+@functools.cache
 def _shift_groups(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The ``k⁴ × (2k−1)²`` 0/1 matrix that sends the pair of kernel positions ``(a, b)``,
-    ``(p, q)`` to their shift ``(a − p, b − q)``."""
-    positions = torch.arange(k, device=device)
-    rows = (positions.view(k, 1, 1, 1) - positions.view(1, 1, k, 1) + k - 1) * (2 * k - 1)
-    columns = positions.view(1, k, 1, 1) - positions.view(1, 1, 1, k) + k - 1
-    shift = (rows + columns).reshape(-1)  # [(a, b, p, q)] → index of (a − p, b − q)
-    return F.one_hot(shift, (2 * k - 1) ** 2).to(dtype)
+    ``(p, q)`` to their shift ``(a − p, b − q)``; made once per kernel size, dtype and device
+    (a constant: a training step reads it, never writes it). Never an inference tensor, which
+    autograd could not save for a later step's backward pass."""
+    with torch.inference_mode(False):
+        positions = torch.arange(k, device=device)
+        rows = (positions.view(k, 1, 1, 1) - positions.view(1, 1, k, 1) + k - 1) * (2 * k - 1)
+        columns = positions.view(1, k, 1, 1) - positions.view(1, 1, 1, k) + k - 1
+        shift = (rows + columns).reshape(-1)  # [(a, b, p, q)] → index of (a − p, b − q)
+        return F.one_hot(shift, (2 * k - 1) ** 2).to(dtype)
 
 
 def aol_scale_by_products(weight: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ training step can be captured whole in a CUDA graph (cuSOLVER's SVD cannot be).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,26 +22,37 @@ def largest_singular_value(matrix: torch.Tensor, squarings: int = 12) -> torch.T
     """``σ_max`` of a ``K × D`` matrix with few rows, from matrix products alone (no SVD, no
     host synchronisation), differentiable; for training steps, never for a bound.
 
-    The Gram matrix ``G = M Mᵀ`` (``K × K``) is squared ``squarings`` times (rescaled each
-    time), which leaves ``G^(2^s)`` pointing along the top eigenvector ``v``; its column of
-    largest norm is that vector, and ``σ_max² = vᵀ G v / vᵀ v`` (the Rayleigh quotient, with
-    ``v`` held constant, so the gradient is ``∂σ/∂M = v vᵀ M / (σ vᵀ v)``, the exact one when
-    the top singular value is simple).
+    The Gram matrix ``G = M Mᵀ`` (``K × K``, in float32 at least, autocast or not) is squared
+    ``squarings`` times (rescaled as often as its range needs), which leaves ``G^(2^s)``
+    pointing along the top eigenvector ``v``; its column of largest norm is that vector, and
+    ``σ_max² = vᵀ G v / vᵀ v`` (the Rayleigh quotient, with ``v`` held constant, so the
+    gradient is ``∂σ/∂M = v vᵀ M / (σ vᵀ v)``, the exact one when the top singular value is
+    simple).
 
     Guarantee: never above the true ``σ_max`` (a Rayleigh quotient, up to rounding), and below
     it by at most a relative ``1 / (2^(s+2) e)`` of ``σ_max²`` in the worst case (top
     eigenvalues closer than a factor ``1 − 2^-(s+1)``; 2.2·10⁻⁵ for ``s = 12``), by float32
     rounding when they differ by 1 % or more.
     """
-    gram = matrix @ matrix.T
-    with torch.no_grad():
-        power = gram.detach()
-        for _ in range(squarings):
-            power = power / power.abs().amax().clamp_min(torch.finfo(power.dtype).tiny)
-            power = power @ power
-        column = power.norm(dim=0).argmax().view(1)
-        v = power.index_select(1, column).squeeze(1)
-    return ((v @ gram @ v) / (v @ v)).sqrt()
+    rows = matrix.shape[0]
+    dtype = torch.promote_types(matrix.dtype, torch.float32)
+    # A PSD matrix's largest entry is at most its top eigenvalue, which is at most K times it:
+    # rescaled to a largest entry of 1, it can grow K^(2^t)-fold in t squarings. Rescale often
+    # enough to stay within the dtype's range (every 4th squaring for K = 10 in float32).
+    headroom = math.log(torch.finfo(dtype).max) / 2
+    every = max(1, int(math.log2(headroom / math.log(rows)))) if rows > 1 else squarings
+    with torch.autocast(matrix.device.type, enabled=False):  # float32 at least, under autocast
+        matrix = matrix.to(dtype)
+        gram = matrix @ matrix.T
+        with torch.no_grad():
+            power = gram.detach()
+            for squaring in range(squarings):
+                if squaring % every == 0:
+                    power = power / power.abs().amax()
+                power = power @ power
+            column = power.norm(dim=0).argmax().view(1)
+            v = power.index_select(1, column).squeeze(1)
+        return ((v @ gram @ v) / (v @ v)).sqrt()
 
 
 class NormalizedLinear(LipschitzModule):

@@ -32,7 +32,7 @@ from models.layers import (
     StochasticAttention,
     fast_training,
 )
-from models.layers.aol import aol_scale, aol_scale_by_products
+from models.layers.aol import _shift_groups, aol_scale, aol_scale_by_products
 from models.layers.head import largest_singular_value
 from tests.models.operators import (
     exact_affine_norm,
@@ -93,6 +93,21 @@ def test_aol_scale_by_products_is_the_aol_scale(c_out, c_in, kernel):
     weight = torch.randn(c_out, c_in, kernel, kernel, dtype=torch.float64)
     weight[:, 0] = 0.0
     torch.testing.assert_close(aol_scale_by_products(weight), aol_scale(weight), rtol=1e-13, atol=0)
+
+
+def test_aol_shift_groups_are_made_once_and_serve_training_after_inference():
+    """The constant of :func:`aol_scale_by_products` is cached; made first under inference
+    mode, it is still an ordinary tensor that a training step's backward pass can save."""
+    _shift_groups.cache_clear()
+    weight = torch.randn(4, 3, 3, 3)
+    with torch.inference_mode():
+        aol_scale_by_products(weight)
+    trainable = weight.clone().requires_grad_()
+    aol_scale_by_products(trainable).sum().backward()
+    assert trainable.grad is not None
+    assert _shift_groups(3, torch.float32, torch.device("cpu")) is _shift_groups(
+        3, torch.float32, torch.device("cpu")
+    )
 
 
 def test_aol_conv_is_not_vacuous():
@@ -204,6 +219,22 @@ def test_largest_singular_value_with_close_top_values_stays_within_its_guarantee
         assert 1.0 - 2.2e-5 - rounding <= found <= 1.0 + rounding
     if gap >= 1e-2:
         assert abs(float(largest_singular_value(m)) - 1.0) <= 1e-14
+
+
+def test_largest_singular_value_of_many_rows_and_under_autocast():
+    """A thousand rows (the squarings rescaled often enough not to overflow float32), and a
+    bfloat16 autocast region (the products still in float32)."""
+    g = torch.Generator().manual_seed(5)
+    many = torch.randn(1000, 64, generator=g)
+    many = many / many.norm(dim=1, keepdim=True)
+    exact = float(torch.linalg.matrix_norm(many.double(), ord=2))
+    assert abs(float(largest_singular_value(many)) - exact) <= 1e-6 * exact
+    few = torch.randn(10, 64, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        found = largest_singular_value(few)
+    assert found.dtype == torch.float32
+    exact = float(torch.linalg.matrix_norm(few.double(), ord=2))
+    assert abs(float(found) - exact) <= 4e-7 * exact
 
 
 def test_largest_singular_value_has_the_gradient_of_the_svd():
