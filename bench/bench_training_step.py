@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import statistics
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -256,6 +257,17 @@ def graphed_step_ms(model: nn.Module, settings: TrainingSettings, x, y, repeats:
     return statistics.median(times[3:]) * 1e3
 
 
+def capture_failure(error: BaseException) -> str:
+    """The first error of a failed capture (the one the others were raised while handling)
+    and the last line of this project's code it went through."""
+    while error.__context__ is not None:
+        error = error.__context__
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if "site-packages" not in f.filename]
+    where = f" at {ours[-1].filename}:{ours[-1].lineno} ({ours[-1].line})" if ours else ""
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}{where}"
+
+
 def without(family: str | None):
     """The HyCAS layers of ``family`` replaced by their stand-in (nothing for ``None``)."""
     if family is None:
@@ -403,7 +415,7 @@ def main() -> None:
             try:
                 ms = graphed_step_ms(build(), settings, x, y, args.repeats)
             except Exception as error:  # an op that cannot be captured: say which
-                print(f"  {name:<45} not captured: {type(error).__name__}: {error}"[:400])
+                print(f"  {name:<45} not captured: {capture_failure(error)}")
                 continue
             print(f"  {name:<45} {ms:>8.2f} ms {ms / (wall[reference] * 1e3):>7.2f}x eager CNN")
 
