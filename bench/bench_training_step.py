@@ -190,11 +190,18 @@ class Stepper:
     """One network, its optimizer and objective, stepping on a fixed batch."""
 
     def __init__(
-        self, model: nn.Module, settings: TrainingSettings, x, y, *, shortcuts: bool = True
+        self,
+        model: nn.Module,
+        settings: TrainingSettings,
+        x,
+        y,
+        *,
+        shortcuts: bool = True,
+        capturable: bool = False,
     ) -> None:
         self.model, self.settings, self.x, self.y = model.train(), settings, x, y
         self.shortcuts = shortcuts
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=capturable)
         self.generator = torch.Generator(device=x.device).manual_seed(1)
         bound = model.lipschitz_bound() if settings.margin_weight > 0 else None
         self.offset = 0.0 if bound is None else margin_offset(settings.margin_radius, bound)
@@ -204,6 +211,12 @@ class Stepper:
         step's kernels are waited for before and after."""
         synchronize(self.x.device)
         start, cpu_start = time.perf_counter(), time.process_time()
+        self.run()
+        synchronize(self.x.device)
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def run(self) -> None:
+        """One step, untimed and unsynchronised (what a CUDA graph captures)."""
         with layers.fast_training(self.model) if self.shortcuts else nullcontext():
             training_step(
                 self.model,
@@ -214,8 +227,6 @@ class Stepper:
                 offset=self.offset,
                 generator=self.generator,
             )
-        synchronize(self.x.device)
-        return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def synchronize(device: torch.device) -> None:
@@ -227,26 +238,17 @@ def graphed_step_ms(model: nn.Module, settings: TrainingSettings, x, y, repeats:
     """Median milliseconds of one training step captured whole (forward, backward, Adam) in a
     CUDA graph and replayed: what the step costs without the host's op dispatch. The noise
     and Ω generator is registered with the graph, so each replay draws fresh numbers."""
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
-    generator = torch.Generator(device=x.device).manual_seed(1)
-    bound = model.lipschitz_bound() if settings.margin_weight > 0 else None
-    offset = 0.0 if bound is None else margin_offset(settings.margin_radius, bound)
-
-    def step() -> None:
-        with layers.fast_training(model):
-            training_step(model, optimizer, x, y, settings, offset=offset, generator=generator)
-
+    stepper = Stepper(model, settings, x, y, capturable=True)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(3):
-            step()
+            stepper.run()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    graph.register_generator_state(generator)
+    graph.register_generator_state(stepper.generator)
     with torch.cuda.graph(graph):
-        step()
+        stepper.run()
     times = []
     for _ in range(repeats + 3):
         synchronize(x.device)
