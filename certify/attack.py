@@ -255,17 +255,45 @@ def _distance(point: torch.Tensor, image: torch.Tensor) -> float:
     return round_up(float((point.to(torch.float64) - image.to(torch.float64)).norm()))
 
 
-def _run_record(
-    ddn: _DdnSettings, budget: _Budget, image: torch.Tensor, device: torch.device
-) -> dict[str, Any]:
-    """The result fields both attacks record about their run, by field name."""
-    return {
-        "steps": ddn.steps,
-        "restarts": ddn.restarts,
-        "input_shape": tuple(image.shape),
-        "device": str(device),
-        **budget.recorded(),
-    }
+class _Run:
+    """What both attacks record about one run, and the one place their results are made."""
+
+    def __init__(
+        self, ddn: _DdnSettings, budget: _Budget, image: torch.Tensor, device: torch.device
+    ) -> None:
+        self.ddn = ddn
+        self.budget = budget
+        self.image = image
+        self.device = device
+
+    def result(
+        self,
+        *,
+        classifier: str,
+        label: int | None,
+        seed: int,
+        stopped: str,
+        adversarial: torch.Tensor | None = None,
+        label_found: int | None = None,
+        **classifier_fields: Any,
+    ) -> AttackResult:
+        """The result of the run: ``adversarial`` (on the CPU; ``None``: nothing found) with
+        its distance from the image; ``classifier_fields`` are the attack's own settings."""
+        return AttackResult(
+            classifier=classifier,
+            label=label,
+            label_found=label_found,
+            distance=None if adversarial is None else _distance(adversarial, self.image),
+            seed=seed,
+            stopped=stopped,
+            adversarial=adversarial,
+            steps=self.ddn.steps,
+            restarts=self.ddn.restarts,
+            input_shape=tuple(self.image.shape),
+            device=str(self.device),
+            **self.budget.recorded(),
+            **classifier_fields,
+        )
 
 
 def margin_attack(
@@ -352,18 +380,15 @@ def margin_attack(
             adversarial = points[index].detach().cpu()
             label_found = int(labels[index])
             stopped = "found"
-    distance = None if adversarial is None else _distance(adversarial, image)
-    return AttackResult(
+    return _Run(ddn, budget, image, device).result(
         classifier="frozen_ensemble",
         label=label,
-        label_found=label_found,
-        distance=distance,
         seed=attack_seed,
         stopped=stopped,
+        adversarial=adversarial,
+        label_found=label_found,
         ensemble=ensemble,
         omega_seeds=omega_seeds,
-        adversarial=adversarial,
-        **_run_record(ddn, budget, image, device),
     )
 
 
@@ -440,7 +465,7 @@ def smoothing_attack(
         return result.label, result.p_value
 
     def result(**fields: Any) -> AttackResult:
-        return AttackResult(
+        return _Run(ddn, budget, image, device).result(
             classifier="smoothed",
             label=label,
             seed=seed,
@@ -449,7 +474,6 @@ def smoothing_attack(
             samples_per_step=samples_per_step,
             predict_n=predict_n,
             **fields,
-            **_run_record(ddn, budget, image, device),
         )
 
     if label is None:
@@ -457,7 +481,7 @@ def smoothing_attack(
             raise ValueError(f"max_queries={max_queries} cannot pay for PREDICT at x")
         label, _ = predict(x_device)
         if label is None:
-            return result(label_found=None, distance=None, stopped="not_found")
+            return result(stopped="not_found")
 
     def margin_of(points: torch.Tensor) -> torch.Tensor:
         noisy = points.repeat_interleave(samples_per_step, dim=0)
@@ -472,7 +496,7 @@ def smoothing_attack(
 
     best, best_norm, stopped = _ddn(x_device, margin_of, ddn, samples_per_step, generator, budget)
     if not bool(torch.isfinite(best_norm).any()):
-        return result(label_found=None, distance=None, stopped=stopped)
+        return result(stopped=stopped)
     direction = _unit(best[int(best_norm.argmin())].unsqueeze(0), generator)[0]
     start = float(best_norm.min())
 
@@ -497,7 +521,7 @@ def smoothing_attack(
         norm *= 1.5
     if hi is None:
         reason = budget.exhausted(predict_n)
-        return result(label_found=None, distance=None, stopped=reason or "not_found")
+        return result(stopped=reason or "not_found")
     for _ in range(refine_steps):
         if budget.exhausted(2 * predict_n) is not None:  # keep one run for the confirmation
             break
@@ -508,15 +532,14 @@ def smoothing_attack(
         else:
             lo = middle
     if budget.exhausted(predict_n) is not None:
-        return result(label_found=None, distance=None, stopped="budget")
+        return result(stopped="budget")
     adversarial = point_at(hi)
     confirmed, p_value = predict(adversarial)
     if confirmed is None or confirmed == label:
-        return result(label_found=None, distance=None, stopped="not_found", p_value=p_value)
+        return result(stopped="not_found", p_value=p_value)
     adversarial = adversarial.detach().cpu()
     return result(
         label_found=confirmed,
-        distance=_distance(adversarial, image),
         stopped="found",
         p_value=p_value,
         adversarial=adversarial,

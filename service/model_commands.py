@@ -324,6 +324,18 @@ def _add_certification_options(parser: argparse.ArgumentParser, prefix: str) -> 
         parser.add_argument(f"--{prefix}{name.replace('_', '-')}", type=kind, help=help_text)
 
 
+def _add_dataset_options(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--dataset`` and ``--data-path``, as :func:`models.data.load_dataset` takes them (the
+    names of :data:`models.data.DATASETS`, not imported here to keep ``--help`` fast)."""
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        help="digits (default), dermamnist, pneumoniamnist, chestmnist, cifar10, cifar100 or "
+        "image-folder",
+    )
+    parser.add_argument("--data-path", help="the dataset's file or directory (not for digits)")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repository",
@@ -353,12 +365,7 @@ def add_model_commands(sub: Any) -> None:
         "Defaults: see models.training.TrainingRequest; the card records every value.",
     )
     train.add_argument("--model-id", required=True, help="package id, e.g. digits-hycas")
-    train.add_argument(
-        "--dataset",
-        help="digits (default), dermamnist, pneumoniamnist, "
-        "chestmnist, cifar10, cifar100 or image-folder",
-    )
-    train.add_argument("--data-path", help="the dataset's file or directory (not for digits)")
+    _add_dataset_options(train)
     train.add_argument("--architecture", help="hycas (default), lipschitz or cnn")
     train.add_argument(
         "--config",
@@ -426,8 +433,7 @@ def add_model_commands(sub: Any) -> None:
     )
     evaluate.add_argument("--model", required=True, help="model id, e.g. digits-hycas")
     evaluate.add_argument("--model-version", help="default: the latest")
-    evaluate.add_argument("--dataset", default="digits")
-    evaluate.add_argument("--data-path", help="the dataset's file or directory (not for digits)")
+    _add_dataset_options(evaluate, default="digits")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, help="only the first N images of the split")
     evaluate.add_argument("--output", required=True, help="path prefix of the .json and .png")

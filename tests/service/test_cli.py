@@ -41,6 +41,25 @@ def test_train_and_evaluate_take_every_evaluation_setting_of_a_training_request(
         assert getattr(evaluate, name) == getattr(train, f"eval_{name}") == expected
 
 
+def test_train_and_evaluate_name_every_dataset_of_the_catalog_and_take_its_path():
+    from models.data import DATASETS
+
+    parser = build_parser()
+    for command in ("train", "evaluate"):
+        action = next(
+            a
+            for a in parser._subparsers._group_actions[0].choices[command]._actions
+            if "--dataset" in a.option_strings
+        )
+        named = {word.strip(" ,").removesuffix(" (default)") for word in action.help.split(",")}
+        named = {part for word in named for part in word.split(" or ")}
+        assert named == set(DATASETS), command
+    train = parser.parse_args(["train", "--model-id", "m", "--data-path", "d"])
+    evaluate = parser.parse_args(["evaluate", "--model", "m", "--output", "o", "--data-path", "d"])
+    assert (train.dataset, train.data_path) == (None, "d")  # the request's default: digits
+    assert (evaluate.dataset, evaluate.data_path) == ("digits", "d")
+
+
 def test_the_hycas_command_makes_openmp_waiters_sleep_unless_told_otherwise():
     code = (
         "import os, sys, service.cli\nprint(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
