@@ -89,12 +89,6 @@ def product_upper_bound(factors: Iterable[float]) -> float:
     return ceil_to_float(exact)
 
 
-def sum_upper_bound(terms: Iterable[float]) -> float:
-    """The sum of non-negative floats, formed exactly and rounded up."""
-    exact = sum((Fraction(t) for t in terms), Fraction(0))
-    return ceil_to_float(exact)
-
-
 def ceil_to_float(value: Fraction) -> float:
     """The smallest float ≥ ``value``."""
     f = float(value)
