@@ -80,7 +80,9 @@ def smoothing_guarantee(result: certify.SmoothingCertificate) -> str:
 def margin_guarantee(result: certify.MarginCertificate) -> str:
     """The Lipschitz margin: exactly, with no probability, the frozen ensemble ``F_K`` (mean
     logits of K recorded draws, L-Lipschitz) keeps its label within ``(z₁ − z₂)/(√2·L)``; a
-    tie (radius 0) certifies nothing beyond the input itself."""
+    tie (radius 0) certifies nothing beyond the input itself. Like
+    :func:`certify.margin_certify`, it takes the logits the float32 forward pass computed as
+    exact, and the sentence says so."""
     space = input_space(result.input_shape)
     ensemble = (
         f"the frozen ensemble F_K (the mean logits of K = {result.ensemble} draw(s) of the "
@@ -96,7 +98,9 @@ def margin_guarantee(result: certify.MarginCertificate) -> str:
     return (
         f"Exactly (no probability): no perturbation of L2 norm below "
         f"{rounded_down(result.radius)} of {space} changes the answer {result.label} of "
-        f"{ensemble}; radius (z₁ − z₂)/(√2·L) with margin z₁ − z₂ = {margin}."
+        f"{ensemble}; radius (z₁ − z₂)/(√2·L) with margin z₁ − z₂ = {margin}, taken as the "
+        f"logits' exact value (the float32 forward pass's rounding, about 10⁻⁷ of the logits "
+        f"per layer, is not bounded)."
     )
 
 
@@ -224,11 +228,15 @@ def prediction_note(primary: Certificate, reason: str | None, others: Sequence[C
         answering = [c for c in others if c.label is not None]
         if answering:
             named = "; ".join(
-                f"the {c.method.value} certificate's {_answer(c)} is the answer of "
-                f"{CLASSIFIERS[c.classifier]}"
+                f"the {c.method.value} certificate's {_answer(c)}, "
+                + (
+                    f"the answer of {CLASSIFIERS[c.classifier]}, another classifier"
+                    if c.classifier != primary.classifier
+                    else "from another test of the same classifier with its own samples"
+                )
                 for c in answering
             )
-            note += f" Not used in its place: {named}, another classifier (see certificates)."
+            note += f" Not used in its place: {named} (see certificates)."
         return note
     note = (
         f"The answer of {classifier} (the {primary.method.value} certificate, the first method "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -12,15 +13,33 @@ from service.errors import InvalidImage
 from service.imaging.decoder import check_pixels
 
 
+def check_image_shape(shape: tuple[int, ...], max_pixels: int) -> tuple[int, int]:
+    """``(H, W)`` of an array shape that can be an image (``[H, W]``, ``[C, H, W]`` or
+    ``[H, W, C]``, no empty axis, at most ``max_pixels`` pixels); :class:`InvalidImage` or
+    :class:`ImageTooLarge` before any pixel is read otherwise."""
+    if (
+        len(shape) not in (2, 3)
+        or not all(type(d) is int for d in shape)  # a header may declare (True, 8) or (8.0, 8)
+        or min(shape) < 1
+    ):
+        raise InvalidImage(
+            "an image array must be [H, W], [C, H, W] or [H, W, C] with no empty axis; got "
+            f"shape {tuple(shape)}"
+        )
+    height, width = spatial_shape(shape)
+    check_pixels(height, width, max_pixels)
+    return height, width
+
+
+def channel_count(shape: tuple[int, ...]) -> int:
+    """Channels of a shape :func:`check_image_shape` accepted."""
+    return 1 if len(shape) == 2 else math.prod(shape) // math.prod(spatial_shape(shape))
+
+
 def scale_array(array: np.ndarray, source: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     """A numeric array as floats in ``[0, 1]``: floats as they are, 8/16-bit ints rescaled."""
     steps = [f"read {source} array of shape {tuple(array.shape)} dtype {array.dtype}"]
-    if array.ndim not in (2, 3) or array.size == 0:
-        raise InvalidImage(
-            f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {array.shape}"
-        )
-    height, width = spatial_shape(array.shape)
-    check_pixels(height, width, max_pixels)
+    check_image_shape(tuple(int(d) for d in array.shape), max_pixels)
     if array.dtype == np.uint8:  # scaled by to_model_input, a strip at a time
         return array, [*steps, "scaled uint8 by 1/255"]
     if array.dtype == np.uint16:

@@ -13,8 +13,7 @@ import numpy as np
 from models.image_preparation import spatial_shape
 from service.decode_budget import DecodeBudget
 from service.errors import InvalidImage
-from service.imaging.arrays import array_from_json
-from service.imaging.decoder import check_pixels
+from service.imaging.arrays import array_from_json, channel_count, check_image_shape
 from service.imaging.description import InputDescription
 from service.imaging.facts import received_facts
 from service.imaging.formats import DECODERS
@@ -111,14 +110,14 @@ def decode_array(
 
     With a ``budget``, the conversion holds its share (three float64 copies of the array's
     declared size, then :func:`to_model_input`'s), as :func:`decode_image` does."""
+    # The shape its first elements declare (a ragged array, which does not have it, is
+    # refused by array_from_json): refused here before NumPy copies the lists.
     shape = _nested_shape(nested)
-    if len(shape) in (2, 3):
-        check_pixels(*spatial_shape(shape), max_pixels)
+    check_image_shape(shape, max_pixels)
     with ExitStack() as held:
-        if budget is not None and len(shape) in (2, 3):
-            channels = 1 if len(shape) == 2 else math.prod(shape) // math.prod(spatial_shape(shape))
+        if budget is not None:
             needed = 3 * 8 * math.prod(shape)
-            needed += model_input_bytes(channels, spatial_shape(shape), input_shape)
+            needed += model_input_bytes(channel_count(shape), spatial_shape(shape), input_shape)
             held.enter_context(budget.reserve(needed, f"the {'×'.join(map(str, shape))} array"))
         values, steps = array_from_json(nested, max_pixels)
         original_shape = tuple(int(d) for d in values.shape)

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import io
 import math
+import tokenize
 
 import numpy as np
 
 from models.image_preparation import spatial_shape
 from service.errors import InvalidImage, TruncatedImage
-from service.imaging.arrays import scale_array
-from service.imaging.decoder import DecodedPixels, Reserve, check_pixels
+from service.imaging.arrays import channel_count, check_image_shape, scale_array
+from service.imaging.decoder import DecodedPixels, Reserve
 from service.imaging.to_model_input import model_input_bytes
 
 _SCALED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
 def _check_npy_header(data: bytes, max_pixels: int) -> tuple[tuple[int, ...], np.dtype]:
-    """Refuse an ``.npy`` whose header declares an image too large or more data than was
-    sent, before NumPy allocates the array the header declares; its shape and dtype."""
+    """Refuse an ``.npy`` whose header is not valid, declares no image or one too large, or
+    more data than was sent, before NumPy allocates the array the header declares; its shape
+    and dtype."""
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -28,17 +30,17 @@ def _check_npy_header(data: bytes, max_pixels: int) -> tuple[tuple[int, ...], np
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise InvalidImage(f".npy format version {version} is not supported; use 1.0 or 2.0")
-    except (ValueError, EOFError, OSError) as error:
-        raise TruncatedImage(f"the .npy file is truncated or corrupt ({error})") from None
+    except (EOFError, OSError) as error:
+        raise TruncatedImage(f"the .npy file is truncated ({error})") from None
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as error:
+        # NumPy reports a header cut short as "EOF: reading ..." and a malformed one otherwise.
+        if str(error).startswith("EOF"):
+            raise TruncatedImage(f"the .npy file is truncated ({error})") from None
+        raise InvalidImage(f"the .npy header is not valid ({error})") from None
     if dtype.hasobject:
         raise InvalidImage("object arrays (pickled .npy) are refused")
-    if len(shape) not in (2, 3):
-        raise InvalidImage(
-            f"an image array must be [H, W], [C, H, W] or [H, W, C]; got shape {shape}"
-        )
-    height, width = spatial_shape(shape)
-    check_pixels(height, width, max_pixels)
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    check_image_shape(shape, max_pixels)
+    declared = math.prod(shape) * dtype.itemsize
     if declared > len(data) - stream.tell():
         raise TruncatedImage(
             f"the .npy file is truncated: its header declares {declared:,} bytes of data, "
@@ -51,10 +53,9 @@ def decode_npy(
     data: bytes, max_pixels: int, input_shape: tuple[int, int, int], reserve: Reserve
 ) -> DecodedPixels:
     shape, dtype = _check_npy_header(data, max_pixels)
-    samples = int(np.prod(shape))
+    samples = math.prod(shape)
     as_float = 0 if dtype in _SCALED_DTYPES else 8 * samples
-    channels = 1 if len(shape) == 2 else samples // math.prod(spatial_shape(shape))
-    working = model_input_bytes(channels, spatial_shape(shape), input_shape)
+    working = model_input_bytes(channel_count(shape), spatial_shape(shape), input_shape)
     reserve(samples * dtype.itemsize + as_float + working, f"the {'×'.join(map(str, shape))} .npy")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)

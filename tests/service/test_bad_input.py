@@ -7,6 +7,7 @@ import io
 import json
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -32,6 +33,19 @@ def large_png(side: int) -> bytes:
 
 def multipart(data: bytes, filename: str = "x.png", **fields: str) -> dict:
     return {"files": {"file": (filename, data, "application/octet-stream")}, "data": fields}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def npy_header(header: str) -> bytes:
+    """An ``.npy`` file with the header dictionary ``header``, padded, and 512 zero bytes."""
+    text = header.encode()
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + b"\x00" * 512
 
 
 CASES = {
@@ -159,6 +173,26 @@ CASES = {
         },
         400,
         "malformed_json",
+    ),
+    "JSON array with an empty axis": (
+        {"json": {**MODEL, "image": [[[]], [[]], [[]]]}},
+        422,
+        "invalid_image",
+    ),
+    ".npy with an empty axis": (multipart(npy_bytes(np.zeros((3, 0, 8))), **MODEL), 422, None),
+    ".npy header with unbalanced brackets": (
+        multipart(
+            npy_header("{'descr': '<f8', 'fortran_order': False, 'shape': (8, 8), "), **MODEL
+        ),
+        422,
+        "invalid_image",
+    ),
+    ".npy header with a boolean dimension": (
+        multipart(
+            npy_header("{'descr': '<f8', 'fortran_order': False, 'shape': (True, 8), }"), **MODEL
+        ),
+        422,
+        "invalid_image",
     ),
     "infinite target_radius": (
         {

@@ -15,11 +15,12 @@ from tests.certify.classifiers import LinearBinaryClassifier
 from tests.workers.records import parameters
 from tests.workers.small_models import SmallModelSource
 from workers.certification import (
+    Certificate,
     CertificationMethod,
     CertificationReport,
     certify_image,
 )
-from workers.guarantees import margin_guarantee, rounded_down
+from workers.guarantees import margin_guarantee, prediction_note, rounded_down
 from workers.model_cache import LoadedModel
 
 SHAPE = (1, 4, 6)
@@ -93,6 +94,7 @@ def test_a_certified_guarantee_names_the_classifier_the_norm_and_the_input_space
     if method is CertificationMethod.MARGIN:
         assert text.startswith("Exactly (no probability)")
         assert "frozen ensemble F_K" in text and "K = 1 draw" in text and "L ≤ " in text
+        assert "float32 forward pass's rounding" in text and "not bounded" in text
     else:
         assert "with probability ≥ 0.999" in text.lower()
     assert "σ = 0.25" in text or method is CertificationMethod.MARGIN
@@ -149,6 +151,34 @@ def test_the_prediction_never_switches_to_another_classifier_when_the_primary_ab
     assert prediction.note.startswith("No prediction: the smoothing certificate")
     assert "abstained (p̲ = " in prediction.note
     assert f"label {margin.label}" in prediction.note and "another classifier" in prediction.note
+
+
+def test_a_radius_test_answer_beside_an_abstaining_smoothing_certificate_is_the_same_classifier():
+    """CERTIFY (n samples) may abstain where the sequential test, with more samples, certifies
+    a label of the same smoothed classifier g: the note must not call g another classifier."""
+
+    def certificate(method, label, classifier):
+        return Certificate(
+            method=method,
+            label=label,
+            class_name=None if label is None else "left",
+            radius=0.0 if label is None else 0.3,
+            abstained=label is None,
+            classifier=classifier,
+            guarantee="",
+            samples=1,
+            details={},
+            seconds=0.0,
+        )
+
+    smoothing = certificate(CertificationMethod.SMOOTHING, None, "smoothed")
+    test = certificate(CertificationMethod.RADIUS_TEST, 0, "smoothed")
+    margin = certificate(CertificationMethod.MARGIN, 0, "frozen_ensemble")
+    note = prediction_note(smoothing, "p̲ = 0.4 < ½", [test, margin])
+    assert note.startswith("No prediction: the smoothing certificate")
+    assert "radius_test certificate's label 0 (left), from another test of the same " in note
+    assert "margin certificate's label 0 (left), the answer of the frozen ensemble" in note
+    assert note.count("another classifier") == 1
 
 
 def test_the_prediction_is_the_first_requested_certificates_answer():
