@@ -37,6 +37,14 @@ def _check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
     return data
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class _CardSection:
     """A section of the card that is its JSON object as is, once :func:`_check_keys` found
     every field and no other."""
@@ -63,7 +71,13 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: Any) -> Normalization:
         data = _check_keys(cls, data, "card.normalization")
-        return cls(mean=tuple(data["mean"]), scale=tuple(data["scale"]))
+        for name in ("mean", "scale"):
+            if not (isinstance(data[name], list) and all(map(_is_number, data[name]))):
+                raise ValueError(f"card.normalization.{name} must be a list of numbers")
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),
+            scale=tuple(float(v) for v in data["scale"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,9 @@ class TrainingRecord(_CardSection):
     device: str
     torch_version: str
 
+
+CHANNEL_ORDERS = {1: "L", 3: "RGB"}
+"""Channel order by channel count: one grey channel (Pillow's "L") or red, green, blue."""
 
 MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")
 """A DICOM Modality (0008,0060) code: a Code String of at most 16 characters, e.g. ``CT``."""
@@ -215,6 +232,38 @@ class ModelCard:
     weights_file: str = "model.safetensors"
     card_format: int = CARD_FORMAT
 
+    def __post_init__(self) -> None:
+        """Refuse values no model can have: a card with a NaN sigma or a channel order that
+        is not its input's would be served, and fail every request, or mislead every reader."""
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(f"card.input_shape must be [C, H, W], got {list(self.input_shape)}")
+        channels = self.input_shape[0]
+        if CHANNEL_ORDERS.get(channels) != self.channel_order:
+            raise ValueError(
+                f"card.channel_order must be {CHANNEL_ORDERS.get(channels, 'L or RGB')!r} for "
+                f"{channels} channel(s), got {self.channel_order!r}"
+                if channels in CHANNEL_ORDERS
+                else f"card.input_shape has {channels} channels; a model takes 1 (L) or 3 (RGB)"
+            )
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("card.class_names must name two or more classes, each once")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"card.sigma must be a finite number above 0, got {self.sigma}")
+        bound = self.lipschitz_bound
+        if bound is not None and not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"card.lipschitz_bound must be finite and above 0, got {bound}")
+        for name, values in (
+            ("mean", self.normalization.mean),
+            ("scale", self.normalization.scale),
+        ):
+            if len(values) != channels or not all(math.isfinite(v) for v in values):
+                raise ValueError(
+                    f"card.normalization.{name} must hold {channels} finite number(s), got "
+                    f"{list(values)}"
+                )
+        if min(self.normalization.scale) <= 0:
+            raise ValueError("card.normalization.scale must be above 0 in every channel")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -236,6 +285,12 @@ class ModelCard:
                 f"{CARD_FORMAT})"
             )
         bound = data["lipschitz_bound"]
+        for name in ("sigma", *(() if bound is None else ("lipschitz_bound",))):
+            if not _is_number(data[name]):
+                raise ValueError(f"card.{name} must be a number, got {data[name]!r}")
+        shape = data["input_shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(map(_is_integer, shape))):
+            raise ValueError(f"card.input_shape must be [C, H, W], three integers, got {shape!r}")
         intended = data.get("intended_input")
         if intended is not None:
             intended = IntendedInput.from_dict(intended)

@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from models.architectures import build_model
-from models.card import DatasetRecord, IntendedInput, ModelCard, TrainingRecord
+from models.card import CHANNEL_ORDERS, DatasetRecord, IntendedInput, ModelCard, TrainingRecord
 from models.devices import resolve_device
 from models.protocol import CertifiableModel
 from workers.version import package_version
@@ -242,6 +242,11 @@ def build_checked_model(card: ModelCard, data: bytes, where: str) -> Certifiable
             f"card describes: {error}"
         ) from None
     _check_bound(model, card)
+    if model.normalization() != card.normalization:
+        raise ModelIntegrityError(
+            f"the card of {card.id!r} version {card.version} records the normalization "
+            f"{card.normalization}, but its network applies {model.normalization()}"
+        )
     return model
 
 
@@ -326,7 +331,6 @@ def save_model(
     renamed into place).
     """
     # Here, not at the top: importing the models package loads no dataset library.
-    from models.data.dataset import CHANNEL_ORDERS
 
     check_model_id(model_id)
     root = _root(repository)

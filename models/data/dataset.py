@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CHANNEL_ORDERS = {1: "L", 3: "RGB"}
-"""Channel order by channel count: one grey channel (Pillow's "L") or red, green, blue."""
+from models.card import CHANNEL_ORDERS
 
 
 @dataclass(frozen=True)

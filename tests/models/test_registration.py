@@ -74,6 +74,41 @@ def test_a_package_failing_a_check_is_refused_and_nothing_is_stored(store, hycas
     assert store.model_ids() == []
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sigma": NAN}, "sigma must be a finite number above 0"),
+        ({"sigma": INF}, "sigma must be a finite number above 0"),
+        ({"sigma": 0}, "sigma must be a finite number above 0"),
+        ({"sigma": -1}, "sigma must be a finite number above 0"),
+        ({"sigma": "0.25"}, "sigma must be a number"),
+        ({"lipschitz_bound": INF}, "lipschitz_bound must be finite"),
+        ({"lipschitz_bound": True}, "lipschitz_bound must be a number"),
+        ({"input_shape": [1.5, 8, 8]}, "three integers"),
+        ({"input_shape": [1, 8]}, "three integers"),
+        ({"input_shape": [2, 8, 8]}, "1 \\(L\\) or 3 \\(RGB\\)"),
+        ({"channel_order": "X"}, "channel_order must be 'L'"),
+        ({"channel_order": "RGB"}, "channel_order must be 'L'"),
+        ({"class_names": ["zero"]}, "two or more classes"),
+        ({"class_names": ["zero", "one", "one"]}, "each once"),
+        ({"normalization": {"mean": [NAN], "scale": [1.0]}}, "mean must hold 1 finite"),
+        ({"normalization": {"mean": [0.5, 0.5], "scale": [1.0]}}, "mean must hold 1 finite"),
+        ({"normalization": {"mean": [0.5], "scale": [0.0]}}, "scale must be above 0"),
+        ({"normalization": {"mean": ["a"], "scale": [1.0]}}, "list of numbers"),
+        ({"normalization": {"mean": [0.25], "scale": [1.0]}}, "its network applies"),
+    ],
+)
+def test_a_card_with_values_no_model_can_have_is_refused(store, hycas, change, message):
+    """A card with a NaN sigma would be listed as available and fail every request; one whose
+    normalization is not its network's would mislead every reader of the card."""
+    with pytest.raises(PackageRefused, match=message):
+        register_package(store, with_card(hycas, **change))
+    assert store.model_ids() == []
+
+
 def test_missing_or_extra_files_are_refused(store, hycas):
     with pytest.raises(PackageRefused, match=r"no model\.safetensors"):
         register_package(store, {CARD_FILE: hycas[CARD_FILE]})
