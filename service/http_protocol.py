@@ -8,7 +8,10 @@ would lock every client out. Here the request line and headers must arrive withi
 otherwise the connection is closed. The body has its own deadline, kept by the app (408).
 
 Two parsers carry it: ``httptools`` (llhttp, in C: the default when it is installed) and
-``h11`` (pure Python, always there). They differ in speed only; the tests run both.
+``h11`` (pure Python, always there). They differ in speed only; the tests run both. The
+httptools one also marks every unanswered request of a connection as disconnected when the
+client hangs up, not only the newest: pipelined answers are then dropped, not written to the
+closed transport (an error and a traceback on uvloop).
 """
 
 from __future__ import annotations
@@ -86,9 +89,25 @@ def _httptools_protocol() -> type:
         """:class:`HttpToolsProtocol` that closes a connection whose next request's headers
         are late."""
 
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self._cycles: list[Any] = []
+            """The requests of this connection whose answer is not complete."""
+            super().connection_made(transport)
+
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             self._disarm_header_deadline()  # the app has the request (or it is queued)
+            self._cycles = [c for c in self._cycles if not c.response_complete]
+            self._cycles.append(self.cycle)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            # uvicorn marks only the newest request's cycle as disconnected; with pipelined
+            # requests, the one running and those queued would write their answers to the
+            # closed transport (a RuntimeError on uvloop, logged as a server error).
+            for cycle in self._cycles:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+            super().connection_lost(exc)
 
     return HttpToolsHeaderDeadlineProtocol
 

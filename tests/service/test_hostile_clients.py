@@ -108,6 +108,23 @@ def test_a_client_hanging_up_mid_body_is_a_499_logged_in_one_line_without_traceb
     assert all("level=INFO" in line for line in disconnects)
 
 
+def test_a_client_closing_after_pipelined_requests_is_a_disconnect_not_an_error(gateway):
+    """Three requests in one write, one read, then a hang-up: the answers still queued behind
+    the first meet a closed transport; that is the client leaving, not a server error."""
+    request = b"GET /v1/defaults HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for _ in range(4):
+        connection = gateway.connect()
+        connection.sendall(request * 3)
+        connection.recv(100)
+        connection.close()
+    time.sleep(1.0)  # the queued answers are attempted after the hang-up
+    assert gateway.get("/healthz")[0] == 200
+    log = gateway.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert "level=ERROR" not in log, log[-3000:]
+    assert "500" not in _request_counts(gateway)
+
+
 def test_a_body_that_stalls_is_answered_408_and_the_connection_closed(gateway):
     connection = _partial_upload(gateway)
     started = time.monotonic()
