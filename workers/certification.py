@@ -33,11 +33,12 @@ from workers.version import package_version
 
 
 def _seed_from_text(value: object) -> object:
-    """A seed sent as a string of digits is that integer; a boolean is no seed."""
+    """A seed sent as a string of ASCII digits is that integer; a boolean is no seed."""
     if isinstance(value, bool):
         raise ValueError("a seed is an integer or a string of digits, not a boolean")
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit()):  # "²" and "٣" are digits to Python
             raise ValueError(f"a seed is a non-negative integer, got {value!r}")
         return int(value)
     return value

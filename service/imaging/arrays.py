@@ -40,6 +40,9 @@ def scale_array(array: np.ndarray, source: str, max_pixels: int) -> tuple[np.nda
     """A numeric array as floats in ``[0, 1]``: floats as they are, 8/16-bit ints rescaled."""
     steps = [f"read {source} array of shape {tuple(array.shape)} dtype {array.dtype}"]
     check_image_shape(tuple(int(d) for d in array.shape), max_pixels)
+    if array.dtype.kind in "uif" and not array.dtype.isnative:  # e.g. a big-endian ">u2"
+        array = array.astype(array.dtype.newbyteorder("="))
+        steps.append(f"converted to this machine's byte order ({array.dtype})")
     if array.dtype == np.uint8:  # scaled by to_model_input, a strip at a time
         return array, [*steps, "scaled uint8 by 1/255"]
     if array.dtype == np.uint16:

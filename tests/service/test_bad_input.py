@@ -174,6 +174,8 @@ CASES = {
         400,
         "malformed_json",
     ),
+    "seed of a superscript digit": (multipart(png_bytes(), seed="²", **MODEL), 422, None),
+    "seed of Arabic-Indic digits": (multipart(png_bytes(), seed="٣", **MODEL), 422, None),
     "JSON array with an empty axis": (
         {"json": {**MODEL, "image": [[[]], [[]], [[]]]}},
         422,
@@ -222,6 +224,7 @@ def test_bad_certify_request_is_a_4xx_with_a_message(small_limits_client, case):
     if code is not None:
         assert error["code"] == code
     assert len(error["message"]) > 10
+    assert "invalid literal" not in error["message"]  # Python's words, not the service's
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,20 @@ def test_npy_float_and_uint8_and_refusals():
         decode_image(buffer.getvalue(), (1, 8, 8), max_pixels=LIMIT)
 
 
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", ">f4", ">f8", "<f4"])
+def test_npy_in_either_byte_order_gives_the_same_tensor(dtype):
+    values = np.random.default_rng(1).random((8, 8))
+    if dtype.endswith("u2"):
+        values = np.round(values * 65535)
+    native = io.BytesIO()
+    np.save(native, values.astype(dtype.replace(">", "<")))
+    swapped = io.BytesIO()
+    np.save(swapped, values.astype(dtype))
+    expected = decode_image(native.getvalue(), (1, 8, 8), max_pixels=LIMIT).tensor
+    decoded = decode_image(swapped.getvalue(), (1, 8, 8), max_pixels=LIMIT)
+    np.testing.assert_array_equal(decoded.tensor, expected)
+
+
 def test_arrays_and_hashes():
     decoded = decode_array([[0.0, 1.0], [0.5, 0.25]], (1, 2, 2), max_pixels=LIMIT)
     np.testing.assert_array_equal(decoded.tensor[0], [[0.0, 1.0], [0.5, 0.25]])
@@ -344,6 +358,9 @@ def npy_header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
         ((2, 100_000, 100_000), ImageTooLarge),
         ((64, 64), TruncatedImage),
         ((1, 2, 3, 4), InvalidImage),
+        ((3, 0, 8), InvalidImage),
+        ((9_999_999_999_999, 0, 8), InvalidImage),
+        ((True, 8), InvalidImage),
     ],
 )
 def test_npy_header_is_checked_before_the_array_is_allocated(shape, error):
