@@ -14,7 +14,7 @@ import os
 from celery import Celery
 from celery.signals import celeryd_after_setup, worker_process_shutdown
 
-from workers import identity
+from workers import broker, identity
 from workers.config import LOG_FORMAT, ExecutionSettings
 
 CERTIFY_JOB_TASK = "hycas.certify_job"
@@ -25,6 +25,7 @@ class CeleryConfig:
 
     def __init__(self, settings: ExecutionSettings) -> None:
         self.broker_url = settings.redis_url
+        self.broker_transport = broker.TRANSPORT  # kombu's Redis transport, one race closed
         self.result_backend = settings.redis_url
         self.result_expires = settings.result_ttl_seconds
         self.result_backend_transport_options = {"global_keyprefix": settings.key_prefix}

@@ -33,6 +33,27 @@ def test_long_tasks_are_acknowledged_late_and_never_duplicated():
     assert conf.result_expires == settings.result_ttl_seconds
 
 
+def test_a_closed_broker_connection_is_a_connection_error_not_an_unrecoverable_one():
+    """Closing a channel after its connection's client was cleared raised ``AttributeError``,
+    which Celery treats as unrecoverable (the worker exited on a Redis restart): it must be an
+    error of the transport's ``connection_errors``, which Celery ignores while closing."""
+    from kombu import Connection
+
+    from workers import broker
+
+    settings = ExecutionSettings(redis_url="redis://127.0.0.1:6379/11")
+    app = create_celery_app(settings)
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, broker.Transport)
+        channel = connection.default_channel
+        assert channel._connparams()["host"] == "127.0.0.1"
+        connection.transport.client = None
+        with pytest.raises(connection.connection_errors, match="broker connection is closed"):
+            channel._connparams()
+    tls = Connection("rediss://127.0.0.1:6380/0", transport=broker.TRANSPORT, ssl={"a": 1})
+    assert tls.transport_cls == broker.TRANSPORT and tls.port == 6380 and tls.ssl == {"a": 1}
+
+
 def test_a_visibility_timeout_below_the_time_limit_is_refused():
     with pytest.raises(ValidationError, match="must exceed the hard task time limit"):
         ExecutionSettings(task_time_limit_seconds=600, broker_visibility_timeout_seconds=300)

@@ -135,14 +135,18 @@ class HeartbeatWatch:
     [
         pytest.param(False, "solo", id="kill-9-solo", marks=pytest.mark.slow),
         pytest.param(True, "prefork", id="graceful", marks=pytest.mark.slow),
+        pytest.param(False, "threads", id="kill-9-threads", marks=pytest.mark.slow),
+        pytest.param(True, "threads", id="graceful-threads", marks=pytest.mark.slow),
     ],
 )
 def test_a_job_survives_a_redis_restart_with_the_undisturbed_certificate(
     private_redis, start_worker, graceful, pool
 ):
     """Killed: the solo worker's run goes on and writes its end once Redis is back. Graceful
-    (prefork, the default pool): Celery terminates the task on the connection loss and never
-    redelivers it; the heartbeat stops and the reaper requeues the job."""
+    (prefork, the pool of several processes): Celery terminates the task on the connection loss
+    and never redelivers it; the heartbeat stops and the reaper requeues the job. Threads (the
+    default for one process): the run goes on in its thread while the consumer reconnects. In
+    every case the worker itself lives on and takes the next job."""
     settings = fault_settings(private_redis)
     worker = start_worker(settings, pool=pool)
     worker.wait_ready()
@@ -159,7 +163,12 @@ def test_a_job_survives_a_redis_restart_with_the_undisturbed_certificate(
         )
         assert store.result_writes(job_id) == 1
         assert watch.longest_unheld <= RECOVERY_BOUND + SLACK
-    if graceful:  # Celery terminated the run and dropped its message; the reaper reran it
+        # The worker lives through the restart and takes the next job.
+        assert worker.process.poll() is None, worker.log()
+        assert "Unrecoverable error" not in worker.log_path.read_text(errors="replace")
+        after = client.post("/v1/certify", json=long_request(n=500, seed=6)).json()["id"]
+        assert watch.until_finished(after)["status"] == "succeeded", worker.log()
+    if graceful and pool == "prefork":  # Celery terminated the run; the reaper reran it
         assert "Terminating it instead" in worker.log_path.read_text(errors="replace")
         assert job["attempts"] == 2
 
