@@ -33,7 +33,7 @@ def _use_metrics_dir(directory: Path | None) -> None:
 def startup_line(runtime: ServiceRuntime, host: str, port: int) -> str:
     """What ``hycas serve`` says once its models are loaded: mode, models, where the docs are."""
     statuses = runtime.models.version_statuses()
-    newest = {s.model_id: s.version for s in statuses if s.available}
+    newest = {s.model_id: s.version for s in statuses if s.serving}
     models = ", ".join(f"{model_id}@{version}" for model_id, version in newest.items()) or "none"
     failing = [f"{s.model_id}@{s.version}" for s in statuses if not s.available]
     mode = (

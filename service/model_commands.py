@@ -137,7 +137,7 @@ def model_listing(repository: str | None) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "id": model_id,
             "versions": [
-                {"version": s.version, "status": "available" if s.available else "unavailable"}
+                {"version": s.version, "status": s.status}
                 | ({} if s.available else {"reason": s.reason})
                 for s in statuses
                 if s.model_id == model_id

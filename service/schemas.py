@@ -305,7 +305,8 @@ class ModelVersionStatus(BaseModel):
 
     id: str
     version: str
-    status: Literal["available", "unavailable"]
+    status: Literal["available", "unavailable", "retired"]
+    """``retired``: it loads, but an administrator withdrew it from new requests."""
     reason: str | None = None
     """Why the version cannot be used: the integrity check or load step that failed."""
 
@@ -314,7 +315,7 @@ class ModelVersionStatus(BaseModel):
         return cls(
             id=status.model_id,
             version=status.version,
-            status="available" if status.available else "unavailable",
+            status=status.status,
             reason=status.reason,
         )
 

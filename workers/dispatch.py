@@ -33,6 +33,11 @@ class NotReadyError(RuntimeError):
     """The dispatcher cannot run jobs now; the message says why."""
 
 
+class NoWorkerAnswered(NotReadyError):
+    """No worker answered the broker's ping. A worker busy with a job in its only thread
+    (the ``solo`` pool) cannot answer; its job's live heartbeat shows it is there."""
+
+
 class JobDispatcher(Protocol):
     def dispatch(self, job_id: str) -> None: ...
 
@@ -136,8 +141,15 @@ class CeleryDispatcher:
             self.client.ping()
         except redis.RedisError as error:
             raise NotReadyError(f"Redis is not reachable: {type(error).__name__}") from error
-        if not self.celery.control.ping(timeout=1.0):
-            raise NotReadyError("no Celery worker answered a ping within 1 s")
+        from kombu.exceptions import KombuError  # with Celery, only in distributed mode
+
+        try:
+            answers = self.celery.control.ping(timeout=1.0)
+        except (redis.RedisError, OSError, KombuError) as error:
+            # The first ping after Redis came back may meet the broker's stale connection.
+            raise NotReadyError(f"the broker is not reachable: {type(error).__name__}") from error
+        if not answers:
+            raise NoWorkerAnswered("no Celery worker answered a ping within 1 s")
 
     def close(self) -> None:
         self.celery.close()

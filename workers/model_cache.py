@@ -57,7 +57,22 @@ class VersionStatus:
     model_id: str
     version: str
     available: bool
+    """Whether the version loads (its weights, network and bound check out)."""
     reason: str | None = None
+    retired: bool = False
+    """Whether an administrator retired it: it loads, but new requests are refused."""
+
+    @property
+    def status(self) -> Literal["available", "unavailable", "retired"]:
+        """``unavailable`` when it does not load, else ``retired`` or ``available``."""
+        if not self.available:
+            return "unavailable"
+        return "retired" if self.retired else "available"
+
+    @property
+    def serving(self) -> bool:
+        """Whether new requests may use it."""
+        return self.status == "available"
 
 
 @dataclass(frozen=True)
@@ -314,15 +329,9 @@ class ModelCache:
     def _detail(self, model_id: str, version: str) -> VersionDetail:
         reason = self._check(model_id, version)
         retirement = self._retirements(model_id).get(version)
-        status: Literal["available", "unavailable", "retired"] = (
-            "unavailable"
-            if reason is not None
-            else "available"
-            if retirement is None
-            else "retired"
-        )
+        status = VersionStatus(model_id, version, reason is None, reason, retirement is not None)
         card = self._cards.get((model_id, version))
-        return VersionDetail(model_id, version, status, reason, card, retirement)
+        return VersionDetail(model_id, version, status.status, reason, card, retirement)
 
     def loaded(self) -> Sequence[LoadedModel]:
         with self._lock:
@@ -341,9 +350,14 @@ class ModelCache:
                 # Loads the default version to keep; each version's own reason is listed below.
                 with contextlib.suppress(ModelUnavailableError, UnknownModelError):
                     self._newest_available(model_id)
+                retired = self._retirements(model_id)
                 for version in self._versions(model_id):
                     reason = self._check(model_id, version)
-                    statuses.append(VersionStatus(model_id, version, reason is None, reason))
+                    statuses.append(
+                        VersionStatus(
+                            model_id, version, reason is None, reason, retired=version in retired
+                        )
+                    )
         return statuses
 
     def _forget_if_forked(self) -> None:

@@ -145,6 +145,31 @@ def test_retiring_lets_queued_jobs_finish_and_refuses_new_ones(client, packages)
     assert client.delete("/v1/models/tiny/versions/9", headers=ADMIN).status_code == 404
 
 
+def test_readiness_lists_retired_versions_and_needs_no_withdrawn_model(client, packages, tmp_path):
+    """A retired version is listed as retired, never as available; a model whose every version
+    is retired was withdrawn on purpose and does not take the gateway out of service, unless
+    no model is left in service at all."""
+    for version in ("1", "2"):
+        assert push(client, packages[version]).status_code == 201
+    assert client.delete("/v1/models/tiny/versions/2", headers=ADMIN).status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert [v["status"] for v in ready.json()["models"]] == ["available", "retired"]
+    assert client.delete("/v1/models/tiny/versions/1", headers=ADMIN).status_code == 200
+    alone = client.get("/readyz")
+    assert alone.status_code == 503, alone.text
+    assert alone.json()["status"] == "unavailable" and "retired" in alone.json()["detail"]
+    assert [v["status"] for v in alone.json()["models"]] == ["retired", "retired"]
+    other = package_files(save_package(tmp_path / "other", model_id="other"))
+    assert push(client, other).status_code == 201
+    beside = client.get("/readyz")
+    assert beside.status_code == 200, beside.text
+    assert {(v["id"], v["status"]) for v in beside.json()["models"]} == {
+        ("tiny", "retired"),
+        ("other", "available"),
+    }
+
+
 def test_a_deployment_without_its_own_repository_refuses_changes(packages):
     settings = embedded_settings(admin_api_keys=("admin-key",))
     with TestClient(create_app(settings, SmallModelSource())) as client:

@@ -173,6 +173,45 @@ def test_a_job_survives_a_redis_restart_with_the_undisturbed_certificate(
         assert job["attempts"] == 2
 
 
+def test_readiness_after_a_redis_restart_is_a_not_ready_answer_not_an_error(private_redis):
+    """The first broker ping after Redis came back meets the stale connection: that is "not
+    ready" (the readiness body), never an exception that reaches the client as another body."""
+    import redis
+
+    from workers.dispatch import CeleryDispatcher, NotReadyError
+
+    settings = fault_settings(private_redis)
+    dispatcher = CeleryDispatcher(settings, redis.Redis.from_url(private_redis.url))
+    try:
+        with pytest.raises(NotReadyError, match="no Celery worker"):
+            dispatcher.check_ready()
+        private_redis.restart(graceful=False)
+        for _ in range(3):
+            with pytest.raises(NotReadyError):
+                dispatcher.check_ready()
+    finally:
+        dispatcher.close()
+
+
+def test_a_solo_worker_busy_with_a_job_keeps_the_gateway_ready(private_redis, start_worker):
+    """A solo worker cannot answer a ping while it runs a job; the job's live heartbeat shows
+    it is there. With no worker at all, the gateway is not ready."""
+    settings = fault_settings(private_redis)
+    worker = start_worker(settings, pool="solo")
+    worker.wait_ready()
+    with gateway(settings) as client:
+        job_id = client.post("/v1/certify", json=long_request(n=150_000)).json()["id"]
+        wait_for_progress(client, job_id, worker)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
+        worker.stop()
+        watch = HeartbeatWatch(client, client.app.state.runtime.store)
+        assert watch.until_finished(job_id)["status"] == "cancelled"
+        alone = client.get("/readyz")
+        assert alone.status_code == 503 and "no Celery worker" in alone.json()["detail"]
+
+
 @pytest.mark.slow
 def test_a_killed_worker_s_job_moves_to_the_idle_worker_within_the_recovery_bound(
     private_redis, start_worker

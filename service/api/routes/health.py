@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import RuntimeDep
 from service.schemas import HealthResource, ModelVersionStatus
-from workers.dispatch import NotReadyError
+from workers.dispatch import NotReadyError, NoWorkerAnswered
+from workers.model_cache import VersionStatus
+from workers.store import JobStore
 
 router = APIRouter(tags=["health"])
 
@@ -27,21 +29,27 @@ def healthz() -> HealthResource:
 def readyz(runtime: RuntimeDep) -> HealthResource | JSONResponse:
     """Ready while every model's default version (its newest that loads) serves: a corrupt
     new version leaves the older one serving, so it is listed and named in ``detail`` but does
-    not take the gateway out of service."""
+    not take the gateway out of service. A model whose every version was retired was withdrawn
+    on purpose and is not required; its versions are listed as ``retired``."""
     statuses: list[ModelVersionStatus] = []
     try:
         model_ids = runtime.models.model_ids()
         if not model_ids:
             raise NotReadyError("the model repository has no models")
-        statuses = [ModelVersionStatus.from_status(s) for s in runtime.models.version_statuses()]
-        unusable = [
-            model_id
-            for model_id in model_ids
-            if not any(s.id == model_id and s.status == "available" for s in statuses)
-        ]
+        versions = runtime.models.version_statuses()
+        statuses = [ModelVersionStatus.from_status(s) for s in versions]
+        in_service = [m for m in model_ids if not _withdrawn(m, versions)]
+        if not in_service:
+            raise NotReadyError("every model's versions are retired: none is in service")
+        serving = {s.model_id for s in versions if s.serving}
+        unusable = [m for m in in_service if m not in serving]
         if unusable:
             raise NotReadyError(f"no version of {', '.join(unusable)} loads; {_failing(statuses)}")
-        runtime.dispatcher.check_ready()
+        try:
+            runtime.dispatcher.check_ready()
+        except NoWorkerAnswered:
+            if not _a_worker_holds_a_job(runtime.store):
+                raise
     except (NotReadyError, OSError, ValueError) as error:
         body = HealthResource(
             status="unavailable", mode=runtime.mode, detail=str(error), models=statuses
@@ -54,6 +62,27 @@ def readyz(runtime: RuntimeDep) -> HealthResource | JSONResponse:
         detail=_failing(statuses) if failing else None,
         models=statuses,
     )
+
+
+HEARTBEAT_LOOKUP_CHUNK = 1000
+
+
+def _a_worker_holds_a_job(store: JobStore) -> bool:
+    """Whether some unfinished job has a live heartbeat: a worker is running it now (and may
+    be too busy to answer a ping)."""
+    job_ids = store.active_job_ids()
+    for start in range(0, len(job_ids), HEARTBEAT_LOOKUP_CHUNK):
+        chunk = job_ids[start : start + HEARTBEAT_LOOKUP_CHUNK]
+        if any(holder is not None for holder in store.heartbeat_holders(chunk)):
+            return True
+    return False
+
+
+def _withdrawn(model_id: str, versions: list[VersionStatus]) -> bool:
+    """Whether an administrator withdrew the model: every version of it that loads is retired
+    (it need not serve for the gateway to be ready)."""
+    own = [s for s in versions if s.model_id == model_id]
+    return any(s.retired for s in own) and all(s.retired for s in own if s.available)
 
 
 def _failing(statuses: list[ModelVersionStatus]) -> str:
