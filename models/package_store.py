@@ -162,10 +162,12 @@ class PackageStore:
 
     def retire(self, model_id: str, version: str, *, by: str) -> Retirement:
         """Mark a version retired (its files stay); an already retired one keeps its record."""
-        if str(version) not in self.versions(model_id):
+        versions = self.versions(model_id)
+        if not versions:
+            raise UnknownModelError(f"no model {model_id!r}; the models are {self.model_ids()}")
+        if str(version) not in versions:
             raise UnknownModelError(
-                f"model {model_id!r} has no version {version!r}; its versions are "
-                f"{self.versions(model_id)}"
+                f"model {model_id!r} has no version {version!r}; its versions are {versions}"
             )
         path = self._path(model_id, str(version), RETIRED_FILE)
         if self.fs.exists(path):

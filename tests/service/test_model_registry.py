@@ -143,6 +143,9 @@ def test_retiring_lets_queued_jobs_finish_and_refuses_new_ones(client, packages)
     assert finished["status"] == "succeeded", finished
     assert finished["result"]["provenance"]["model"]["version"] == "2"
     assert client.delete("/v1/models/tiny/versions/9", headers=ADMIN).status_code == 404
+    unknown = client.delete("/v1/models/nope/versions/1", headers=ADMIN)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"].startswith("no model 'nope'; the models are")
 
 
 def test_readiness_lists_retired_versions_and_needs_no_withdrawn_model(client, packages, tmp_path):
