@@ -161,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(logging.NullHandler())
     try:
         return args.handler(args)
-    except (ValueError, LookupError) as error:
-        # Refused values and unknown models or versions; KeyError and IndexError are bugs.
+    except (ValueError, LookupError, OSError) as error:
+        # Refused values, unknown models or versions, and files, folders or hosts that cannot
+        # be read or written; KeyError and IndexError are bugs.
         if isinstance(error, KeyError | IndexError):
             raise
         print(f"hycas: error: {error_line(error)}", file=sys.stderr)

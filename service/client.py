@@ -335,9 +335,14 @@ class _Connection:
         poll_interval: float = 0.2,
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = self._http_class(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
-        )
+        if api_key is not None and not api_key.isascii():
+            raise ValueError("the API key has characters outside ASCII; keys are ASCII text")
+        try:
+            self._http = self._http_class(
+                base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+            )
+        except httpx.InvalidURL as error:
+            raise ValueError(f"{base_url!r} is not a server URL ({error})") from None
         self.retries = RetryPolicy(max_retries, backoff, max_backoff)
         self.poll_interval = poll_interval
 

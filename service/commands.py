@@ -30,6 +30,17 @@ def _use_metrics_dir(directory: Path | None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
+def tcp_port(text: str) -> int:
+    """A TCP port number (1 to 65535), for argparse."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
+    return port
+
+
 def startup_line(runtime: ServiceRuntime, host: str, port: int) -> str:
     """What ``hycas serve`` says once its models are loaded: mode, models, where the docs are."""
     statuses = runtime.models.version_statuses()
@@ -316,7 +327,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         help="run the HTTP API (embedded job runner unless HYCAS_REDIS_URL is set)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--port", type=tcp_port, default=8000, help="default 8000")
     serve.set_defaults(handler=run_serve)
 
     worker = sub.add_parser("worker", help="run a Celery certification worker (needs Redis)")
@@ -332,7 +343,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     )
     worker.add_argument(
         "--metrics-port",
-        type=int,
+        type=tcp_port,
         default=None,
         help="serve /metrics here (HYCAS_WORKER_METRICS_PORT)",
     )

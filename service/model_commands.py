@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +32,37 @@ def _config_option(text: str) -> tuple[str, Any]:
 
 def _radii(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(r) for r in text.split(","))
+        radii = tuple(float(r) for r in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"radii {text!r} are not numbers like 0.25,0.5") from None
+    if not all(math.isfinite(r) and r >= 0 for r in radii):
+        raise argparse.ArgumentTypeError(f"radii {text!r} must be finite and at least 0")
+    return radii
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _writable_prefix(path: str | None, what: str) -> None:
+    """Refuse, before any work, an output path prefix whose folder cannot be made or written."""
+    if path is None:
+        return
+    if not Path(path).name:
+        raise ValueError(f"{what} {path!r} names no file: give a path prefix such as out/report")
+    folder = Path(path).parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise ValueError(f"{what} {path!r}: {parent} is not a folder this user can write")
+            return
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -72,9 +102,12 @@ def training_request_from(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from models.devices import available_device
     from models.evaluation import format_summary, write_report
     from models.training import train_and_package
 
+    _writable_prefix(args.report, "--report")
+    available_device(args.device)
     outcome = train_and_package(
         training_request_from(args),
         repository=args.repository,
@@ -97,7 +130,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from models.devices import available_device
     from models.evaluation import EvaluationSettings, evaluate_package, format_summary
+
+    _writable_prefix(args.output, "--output")
+    available_device(args.device)
 
     settings = _given(
         args, [f.name for f in dataclasses.fields(EvaluationSettings) if f.name != "smoothing"]
@@ -130,7 +167,12 @@ def model_listing(repository: str | None) -> list[dict[str, Any]]:
     version (the newest that loads) and what that version's card says."""
     from workers.model_cache import ModelCache, ModelUnavailableError, RepositorySource
 
-    cache = ModelCache(RepositorySource(repository), "cpu")
+    source = RepositorySource(repository)
+    store = source.store
+    if store.is_local and not Path(store.root).is_dir():
+        what = "is not a folder" if Path(store.root).exists() else "does not exist"
+        raise ValueError(f"the model repository {store.location} {what}")
+    cache = ModelCache(source, "cpu")
     statuses = cache.version_statuses()
     listing = []
     for model_id in cache.model_ids():
@@ -416,7 +458,7 @@ def add_model_commands(sub: Any) -> None:
     )
     _add_certification_options(train, "eval-")
     train.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only")
-    train.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    train.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's choice)")
     train.add_argument("--version", help="package version (default: latest + 1)")
     train.add_argument(
         "--report", help="also write the test evaluation as <REPORT>.json and <REPORT>.png"

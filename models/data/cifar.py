@@ -52,10 +52,19 @@ def _read_batch(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"CIFAR file {path} does not exist")
     with path.open("rb") as handle:
         # encoding="bytes": the files were written by Python 2, their keys are byte strings.
-        content = _CifarUnpickler(handle, encoding="bytes").load()
+        try:
+            content = _CifarUnpickler(handle, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            raise ValueError(f"{path} is not a readable CIFAR batch: {error}") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path} is not a CIFAR batch (a pickled dict)")
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in content.items()}
+
+
+def _field(batch: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in batch:
+        raise ValueError(f"{path} has no {key!r}; it holds {sorted(batch)}")
+    return batch[key]
 
 
 def _names(values: list[Any]) -> tuple[str, ...]:
@@ -82,12 +91,12 @@ def load_cifar(root: str | Path, split: str, num_classes: int) -> ImageDataset:
         files = [split]
     else:
         raise ValueError(f"CIFAR comes with 10 or 100 classes, not {num_classes}")
-    class_names = _names(_read_batch(root / meta)[names_key])
+    class_names = _names(_field(_read_batch(root / meta), names_key, root / meta))
     pixels, labels = [], []
     for name in files:
         batch = _read_batch(root / name)
         pixels.append(_pixels(batch, root / name))
-        labels.extend(int(label) for label in batch[label_key])
+        labels.extend(int(label) for label in _field(batch, label_key, root / name))
     return ImageDataset(
         name=f"cifar{num_classes}",
         split=split,

@@ -13,6 +13,7 @@ the 14 present). The per-finding labels are not used.
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,13 +88,22 @@ def load_medmnist(path: str | Path, split: str, flavor: str | None = None) -> Im
     info = MEDMNIST_FLAVORS[name]
     if not path.is_file():
         raise FileNotFoundError(f"MedMNIST file {path} does not exist")
+    if not zipfile.is_zipfile(path):  # an .npz is a zip archive of .npy files
+        raise ValueError(f"{path} is not a MedMNIST .npz file (not a zip archive of arrays)")
     # allow_pickle=False: an .npz holding object arrays is refused, never unpickled.
-    with np.load(path, allow_pickle=False) as archive:
-        keys = (f"{split}_images", f"{split}_labels")
-        missing = [key for key in keys if key not in archive.files]
-        if missing:
-            raise ValueError(f"{path} has no {missing}; it holds {sorted(archive.files)}")
-        pixels, raw_labels = archive[keys[0]], archive[keys[1]]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = (f"{split}_images", f"{split}_labels")
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise ValueError(f"{path} has no {missing}; it holds {sorted(archive.files)}")
+            pixels, raw_labels = archive[keys[0]], archive[keys[1]]
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path} is a damaged .npz file ({error})") from None
+    if len(pixels) == 0 or len(pixels) != len(raw_labels):
+        raise ValueError(
+            f"{path}: the {split} split holds {len(pixels)} images and {len(raw_labels)} labels"
+        )
     images = images_from_uint8(pixels, channels_last=True)
     if info.multi_label:
         labels = (raw_labels.reshape(len(raw_labels), -1) > 0).any(axis=1).astype(np.int64)

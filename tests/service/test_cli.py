@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from service.cli import build_parser, main
 
 
@@ -74,3 +76,89 @@ def test_the_hycas_command_makes_openmp_waiters_sleep_unless_told_otherwise():
         assert result.returncode == 0, result.stderr
         # Set before torch loads, or libgomp would have read the old value already.
         assert result.stdout.split() == [expected, "False"]
+
+
+def _bad_files(folder):
+    """A plain file, a text file posing as an .npz, and CIFAR folders with damaged batches."""
+    (folder / "afile").write_text("not a folder")
+    (folder / "text.npz").write_text("not an archive")
+    (folder / "cut").mkdir()
+    (folder / "cut" / "batches.meta").write_bytes(b"\x80\x04\x95\x10")
+    (folder / "nolabels").mkdir()
+    import pickle
+
+    import numpy as np
+
+    (folder / "nolabels" / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}))
+    batch = {b"data": np.zeros((1, 3072), dtype=np.uint8)}
+    (folder / "nolabels" / "test_batch").write_bytes(pickle.dumps(batch))
+
+
+EVALUATE = ["evaluate", "--model", "digits-hycas", "--limit", "1", "--n", "5", "--n0", "2"]
+EVALUATE_TO = [*EVALUATE, "--output", "{tmp}/o"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["models", "list", "--repository", "{tmp}/afile"], "is not a folder"),
+        (["models", "list", "--repository", "{tmp}/none"], "does not exist"),
+        ([*EVALUATE, "--output", "{tmp}/afile/x"], "is not a folder this user can write"),
+        ([*EVALUATE, "--output", ""], "names no file"),
+        ([*EVALUATE_TO, "--device", "bogus"], "unknown device 'bogus'"),
+        ([*EVALUATE_TO, "--device", "mps"], "is not supported"),
+        (
+            [*EVALUATE_TO, "--dataset", "dermamnist", "--data-path", "{tmp}/x"],
+            "does not exist",
+        ),
+        (
+            [*EVALUATE_TO, "--dataset", "dermamnist", "--data-path", "{tmp}/text.npz"],
+            "not a MedMNIST .npz file",
+        ),
+        (
+            [*EVALUATE_TO, "--dataset", "cifar10", "--data-path", "{tmp}/cut"],
+            "not a readable CIFAR batch",
+        ),
+        (
+            [*EVALUATE_TO, "--dataset", "cifar10", "--data-path", "{tmp}/nolabels"],
+            "has no 'labels'",
+        ),
+        (
+            ["certify", "{tmp}/afile", "--model", "m", "--server", "http://[::1"],
+            "is not a server URL",
+        ),
+        (
+            ["train", "--model-id", "m", "--report", "{tmp}/afile/r", "--epochs", "1"],
+            "is not a folder this user can write",
+        ),
+    ],
+)
+def test_a_bad_file_folder_device_or_url_is_one_line_not_a_traceback(tmp_path, capsys, argv, says):
+    _bad_files(tmp_path)
+    assert main([word.replace("{tmp}", str(tmp_path)) for word in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hycas: error: ") and says in err and "Traceback" not in err, err
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--model-id", "m", "--threads", "0"],
+        ["serve", "--port", "99999"],
+        ["worker", "--metrics-port", "0"],
+        ["evaluate", "--model", "m", "--output", "o", "--radii", "0.5,inf"],
+        ["evaluate", "--model", "m", "--output", "o", "--radii", "-1"],
+    ],
+)
+def test_out_of_range_options_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_before_any_work(tmp_path, capsys):
+    assert main([*EVALUATE, "--output", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "CUDA is not available on this machine" in capsys.readouterr().err
