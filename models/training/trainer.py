@@ -84,18 +84,18 @@ class TrainingSettings:
     computed from the stored float32 weights and certification runs in IEEE float32."""
 
     def __post_init__(self) -> None:
-        if not self.sigma >= 0:
-            raise ValueError(f"sigma must be ≥ 0, got {self.sigma}")
+        if not 0 <= self.sigma < math.inf:
+            raise ValueError(f"sigma must be finite and ≥ 0, got {self.sigma}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
                 f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}"
             )
-        if not self.learning_rate > 0 or not self.logit_scale > 0:
-            raise ValueError("learning_rate and logit_scale must be positive")
+        if not (0 < self.learning_rate < math.inf and 0 < self.logit_scale < math.inf):
+            raise ValueError("learning_rate and logit_scale must be finite and positive")
         if not 0.0 <= self.margin_weight <= 1.0:
             raise ValueError(f"margin_weight must lie in [0, 1], got {self.margin_weight}")
-        if not self.margin_radius >= 0:
-            raise ValueError(f"margin_radius must be ≥ 0, got {self.margin_radius}")
+        if not 0 <= self.margin_radius < math.inf:
+            raise ValueError(f"margin_radius must be finite and ≥ 0, got {self.margin_radius}")
         if self.margin_inputs not in MARGIN_INPUTS:
             raise ValueError(
                 f"margin_inputs must be one of {', '.join(MARGIN_INPUTS)}, "
@@ -312,6 +312,12 @@ def train_classifier(
                 correct += int((noisy_logits.argmax(dim=1) == noisy_labels).sum())
                 seen += len(noisy_labels)
             epoch_losses.append(total / len(dataset))
+            if not math.isfinite(epoch_losses[-1]):
+                raise ValueError(
+                    f"training diverged: the loss of epoch {len(epoch_losses)} is "
+                    f"{epoch_losses[-1]}; lower --learning-rate (now {settings.learning_rate:g}) "
+                    "or --logit-scale"
+                )
             accuracy = correct / seen
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}", noisy_acc=f"{accuracy:.3f}")
     model.eval()

@@ -340,3 +340,27 @@ def test_hycas_train_refuses_a_test_folder_that_is_not_a_train_class(tmp_path):
     with pytest.raises(ValueError, match=r"\['d'\].*\['a', 'b', 'c'\]"):
         train_and_package(request, repository=tmp_path, device="cpu", progress=False)
     assert not (tmp_path / "abc").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sigma": math.inf},
+        {"learning_rate": math.inf},
+        {"logit_scale": math.inf},
+        {"margin_radius": math.inf},
+        {"learning_rate": math.nan},
+    ],
+)
+def test_settings_that_are_not_finite_are_refused(change):
+    with pytest.raises(ValueError, match="finite"):
+        TrainingSettings(**change)
+
+
+@pytest.mark.parametrize("architecture", ["hycas", "cnn"])
+def test_a_diverging_run_stops_with_what_to_change(architecture, digits_subset):
+    """A learning rate of 1e30 makes the loss NaN in the first epoch: the run stops there and
+    says so, instead of packaging NaN weights."""
+    settings = TrainingSettings(epochs=2, learning_rate=1e30)
+    with pytest.raises(ValueError, match=r"training diverged: the loss of epoch 1 is nan"):
+        train_classifier(small_model(architecture), digits_subset, settings, progress=False)
