@@ -51,6 +51,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_option(text: str) -> int:
+    """A seed: a whole number in ``[0, 2**63)``, for argparse."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"{seed} is not in [0, 2**63)")
+    return seed
+
+
 def _writable_prefix(path: str | None, what: str) -> None:
     """Refuse, before any work, an output path prefix whose folder cannot be made or written."""
     if path is None:
@@ -445,7 +456,7 @@ def add_model_commands(sub: Any) -> None:
         help="forward passes of training (default float32); bfloat16: mixed precision for "
         "GPUs, weights and certification stay float32",
     )
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=seed_option)
     train.add_argument(
         "--beta-floor",
         type=float,
@@ -481,7 +492,7 @@ def add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--output", required=True, help="path prefix of the .json and .png")
     evaluate.add_argument("--sigma", type=float, help="smoothing noise (default: the card's)")
     _add_certification_options(evaluate, "")
-    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--seed", type=seed_option)
     evaluate.add_argument("--radii", type=_radii, help="report radii (default 0.25,0.5,0.75,1)")
     evaluate.add_argument("--no-smoothing", action="store_true", help="margin certificate only")
     evaluate.add_argument(

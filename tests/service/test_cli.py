@@ -149,6 +149,8 @@ def test_a_bad_file_folder_device_or_url_is_one_line_not_a_traceback(tmp_path, c
         ["worker", "--metrics-port", "0"],
         ["evaluate", "--model", "m", "--output", "o", "--radii", "0.5,inf"],
         ["evaluate", "--model", "m", "--output", "o", "--radii", "-1"],
+        ["evaluate", "--model", "m", "--output", "o", "--seed=-1"],
+        ["train", "--model-id", "m", "--seed", "9223372036854775808"],
     ],
 )
 def test_out_of_range_options_are_refused_by_the_parser(argv, capsys):
