@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from service.model_commands import whole_number
+
 if TYPE_CHECKING:
     from certify import ProgressCallback
     from service.runtime import ServiceRuntime
@@ -30,15 +32,8 @@ def _use_metrics_dir(directory: Path | None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def tcp_port(text: str) -> int:
-    """A TCP port number (1 to 65535), for argparse."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
-    return port
+tcp_port = whole_number(1, 65535)
+"""A TCP port number, for argparse."""
 
 
 def startup_line(runtime: ServiceRuntime, host: str, port: int) -> str:

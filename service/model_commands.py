@@ -15,7 +15,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +40,25 @@ def _radii(text: str) -> tuple[float, ...]:
     return radii
 
 
-def positive_int(text: str) -> int:
-    """A whole number of at least 1, for argparse."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (``None``: no upper end)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{value} is not {span}")
+        return value
+
+    return parse
 
 
-def seed_option(text: str) -> int:
-    """A seed: a whole number in ``[0, 2**63)``, for argparse."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= seed < 2**63:
-        raise argparse.ArgumentTypeError(f"{seed} is not in [0, 2**63)")
-    return seed
+positive_int = whole_number(1)
+seed_option = whole_number(0, 2**63 - 1)
+"""A seed, as :mod:`certify` takes it: ``[0, 2**63)``."""
 
 
 def _writable_prefix(path: str | None, what: str) -> None:
